@@ -1,0 +1,248 @@
+//! Why a context ended: the [`Error`] kind and the richer [`Cause`].
+
+use std::any::Any;
+use std::error::Error as StdError;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// The reason [`Context::err`](crate::Context::err) reports once a context is
+/// done: Go's `context.Canceled` and `context.DeadlineExceeded`.
+///
+/// # Examples
+///
+/// ```
+/// use cancelctx::{Context, Error};
+///
+/// let (ctx, guard) = Context::background().with_cancel();
+/// assert_eq!(ctx.err(), None);
+/// guard.cancel();
+/// assert_eq!(ctx.err(), Some(Error::Canceled));
+/// assert_eq!(Error::Canceled.to_string(), "context canceled");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Error {
+    /// The context was canceled: its [`CancelGuard`](crate::CancelGuard) was
+    /// used or dropped, or an ancestor was canceled.
+    Canceled,
+    /// The context's deadline (or an ancestor's) passed.
+    DeadlineExceeded,
+}
+
+impl Error {
+    /// Whether this error means "out of time", like Go's
+    /// `DeadlineExceeded.Timeout()`.
+    ///
+    /// ```
+    /// use cancelctx::Error;
+    /// assert!(Error::DeadlineExceeded.is_timeout());
+    /// assert!(!Error::Canceled.is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::DeadlineExceeded)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::Canceled => "context canceled",
+            Error::DeadlineExceeded => "context deadline exceeded",
+        })
+    }
+}
+
+impl StdError for Error {}
+
+static CANCELED: Error = Error::Canceled;
+static DEADLINE_EXCEEDED: Error = Error::DeadlineExceeded;
+
+/// Why a context ended, as Go's `context.Cause` reports it: any error value,
+/// cheap to clone.
+///
+/// A context canceled with
+/// [`cancel_with_cause`](crate::CancelGuard::cancel_with_cause), or whose
+/// deadline from [`with_timeout_cause`](crate::Context::with_timeout_cause)
+/// passed, holds that cause; one that ended any other way holds its [`Error`]
+/// itself. The first cause wins and descendants inherit it.
+///
+/// Like `anyhow::Error`, `Cause` does not implement [`std::error::Error`]
+/// itself (that would collide with the blanket `From`); it dereferences to
+/// the inner `dyn Error + Send + Sync + 'static`.
+///
+/// # Examples
+///
+/// ```
+/// use cancelctx::{Cause, Context, Error};
+///
+/// let (ctx, guard) = Context::background().with_cancel();
+/// guard.cancel_with_cause(Cause::msg("client went away"));
+/// assert_eq!(ctx.err(), Some(Error::Canceled));
+/// assert_eq!(ctx.cause().unwrap().to_string(), "client went away");
+///
+/// let (ctx, guard) = Context::background().with_cancel();
+/// drop(guard); // no explicit cause: the cause is the error itself
+/// assert_eq!(ctx.cause().unwrap().downcast_ref::<Error>(), Some(&Error::Canceled));
+/// ```
+#[derive(Clone)]
+pub struct Cause(Repr);
+
+/// Canceled and deadline causes need neither an allocation nor a reference
+/// count: they are the two most common causes by far.
+#[derive(Clone)]
+enum Repr {
+    Canceled,
+    DeadlineExceeded,
+    Shared(Arc<dyn StdError + Send + Sync + 'static>),
+}
+
+/// A plain-text cause made by [`Cause::msg`].
+struct Message(String);
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for Message {}
+
+impl Cause {
+    /// Wraps any error as a cause.
+    ///
+    /// ```
+    /// use cancelctx::Cause;
+    /// let cause = Cause::new(std::io::Error::other("disk on fire"));
+    /// assert!(cause.is::<std::io::Error>());
+    /// ```
+    pub fn new<E: StdError + Send + Sync + 'static>(error: E) -> Cause {
+        if let Some(err) = (&error as &dyn Any).downcast_ref::<Error>() {
+            return Cause::from_error(*err);
+        }
+        Cause(Repr::Shared(Arc::new(error)))
+    }
+
+    /// A plain-text cause.
+    ///
+    /// ```
+    /// use cancelctx::Cause;
+    /// assert_eq!(Cause::msg("shutting down").to_string(), "shutting down");
+    /// ```
+    pub fn msg(message: impl Into<String>) -> Cause {
+        Cause(Repr::Shared(Arc::new(Message(message.into()))))
+    }
+
+    /// The cause for an [`Error`] with no explicit cause; never allocates.
+    pub(crate) fn from_error(err: Error) -> Cause {
+        Cause(match err {
+            Error::Canceled => Repr::Canceled,
+            Error::DeadlineExceeded => Repr::DeadlineExceeded,
+        })
+    }
+
+    /// The inner error, if it is an `E`.
+    ///
+    /// ```
+    /// use cancelctx::{Cause, Error};
+    /// let cause = Cause::from(Error::DeadlineExceeded);
+    /// assert_eq!(cause.downcast_ref::<Error>(), Some(&Error::DeadlineExceeded));
+    /// assert!(cause.downcast_ref::<std::io::Error>().is_none());
+    /// ```
+    pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
+        (self.as_dyn() as &(dyn StdError + 'static)).downcast_ref::<E>()
+    }
+
+    /// Whether the inner error is an `E`.
+    pub fn is<E: StdError + 'static>(&self) -> bool {
+        self.downcast_ref::<E>().is_some()
+    }
+
+    fn as_dyn(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        match &self.0 {
+            Repr::Canceled => &CANCELED,
+            Repr::DeadlineExceeded => &DEADLINE_EXCEEDED,
+            Repr::Shared(err) => &**err,
+        }
+    }
+}
+
+impl<E: StdError + Send + Sync + 'static> From<E> for Cause {
+    fn from(error: E) -> Cause {
+        Cause::new(error)
+    }
+}
+
+impl Deref for Cause {
+    type Target = dyn StdError + Send + Sync + 'static;
+
+    fn deref(&self) -> &Self::Target {
+        self.as_dyn()
+    }
+}
+
+impl AsRef<dyn StdError + Send + Sync + 'static> for Cause {
+    fn as_ref(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        self.as_dyn()
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_dyn(), f)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_dyn(), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Custom;
+    impl fmt::Display for Custom {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("custom")
+        }
+    }
+    impl StdError for Custom {}
+
+    #[test]
+    fn error_causes_are_static() {
+        let c = Cause::new(Error::Canceled);
+        assert!(matches!(c.0, Repr::Canceled));
+        assert_eq!(c.downcast_ref::<Error>(), Some(&Error::Canceled));
+        let d = Cause::from(Error::DeadlineExceeded);
+        assert!(matches!(d.0, Repr::DeadlineExceeded));
+        assert_eq!(d.to_string(), "context deadline exceeded");
+    }
+
+    #[test]
+    fn custom_and_message_causes() {
+        let c = Cause::from(Custom);
+        assert!(c.is::<Custom>());
+        assert!(!c.is::<Error>());
+        assert_eq!(c.to_string(), "custom");
+        assert_eq!(format!("{c:?}"), "Custom");
+        let m = Cause::msg("bye");
+        assert_eq!(m.to_string(), "bye");
+        assert_eq!(format!("{m:?}"), "\"bye\"");
+        assert!(!m.is::<Custom>());
+    }
+
+    #[test]
+    fn sizes_stay_small() {
+        assert_eq!(std::mem::size_of::<Cause>(), 16);
+        assert_eq!(std::mem::size_of::<Option<Cause>>(), 16);
+    }
+}

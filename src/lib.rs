@@ -1,0 +1,103 @@
+//! Go's `context` for Rust: cancellation, deadlines and request-scoped values
+//! carried down a call tree, on every executor and on plain threads.
+//!
+//! A [`Context`] is a cheap handle. Derive children with
+//! [`with_cancel`](Context::with_cancel), [`with_timeout`](Context::with_timeout),
+//! [`with_deadline`](Context::with_deadline) and
+//! [`with_value`](Context::with_value); observe them with
+//! [`err`](Context::err), [`is_done`](Context::is_done) and
+//! [`cause`](Context::cause); wait with [`done`](Context::done) (a future that
+//! works on tokio, async-std, smol or any other executor) or
+//! [`wait_done`](Context::wait_done) (blocks a plain thread).
+//!
+//! What it fixes in Go's design:
+//!
+//! - **Leaks cannot be written.** Each derived context comes with a
+//!   [`CancelGuard`] that cancels it when dropped (Go's `defer cancel()`,
+//!   automatic), and a context nobody can observe any more releases its
+//!   parent's record of it and its timer at once.
+//! - **Deadlines fire on time under load.** They are driven by one dedicated
+//!   timer thread ([`cancelctx_timer`]), not by a busy scheduler.
+//!
+//! Go's semantics are kept: causes ([`Cause`], first cause wins), `after_func`,
+//! `without_cancel`, a child's deadline capped by its parent's, a past
+//! deadline done at construction, synchronous idempotent cancel.
+//!
+//! # Examples
+//!
+//! The one correct wait loop, with no runtime:
+//!
+//! ```
+//! use std::thread;
+//! use std::time::Duration;
+//! use cancelctx::{Context, Error};
+//!
+//! let (ctx, _guard) = Context::background().with_timeout(Duration::from_millis(20));
+//! let worker = {
+//!     let ctx = ctx.clone();
+//!     thread::spawn(move || {
+//!         let mut rounds = 0u64;
+//!         while !ctx.is_done() {
+//!             rounds += 1; // a slice of CPU-bound work
+//!             thread::yield_now();
+//!         }
+//!         rounds
+//!     })
+//! };
+//! assert_eq!(ctx.wait_done(), Error::DeadlineExceeded);
+//! assert!(worker.join().unwrap() > 0);
+//! ```
+//!
+//! The same context awaited on any executor:
+//!
+//! ```
+//! use cancelctx::{Context, Error};
+//!
+//! let (ctx, guard) = Context::background().with_cancel();
+//! std::thread::spawn(move || guard.cancel());
+//! assert_eq!(futures::executor::block_on(ctx.done()), Error::Canceled);
+//! ```
+//!
+//! # Implementation
+//!
+//! - **Timer thread.** One thread, `cancelctx-timer`, started on the first
+//!   deadline armed, drives a min-heap of deadlines with true O(log n)
+//!   removal: a context canceled before its deadline takes its entry out at
+//!   once. On Linux its timer slack is set to the minimum.
+//! - **Callback pool.** Threads named `cancelctx-callback-N`, started on the
+//!   first [`after_func`](Context::after_func) callback that runs, grown when
+//!   all are busy, retired after 10 s idle.
+//! - **Waiting** uses [`event-listener`](https://docs.rs/event-listener): one
+//!   event per cancelable context, allocated only once someone waits.
+//! - **No recursion** over the tree: cancel, drop and value lookup are loops,
+//!   so million-deep chains work on small stacks.
+//!
+//! See `ARCHITECTURE.md` in the repository for the code map and invariants.
+
+#![forbid(unsafe_code)]
+
+mod after_func;
+mod context;
+mod done;
+mod error;
+mod guard;
+mod link;
+mod node;
+#[cfg(not(loom))]
+mod pool;
+mod run;
+mod stats;
+mod sync;
+
+pub mod grpc_timeout;
+
+pub use crate::after_func::AfterFunc;
+pub use crate::context::Context;
+pub use crate::done::Done;
+pub use crate::error::{Cause, Error};
+pub use crate::guard::CancelGuard;
+pub use crate::run::{Run, Sleep};
+pub use crate::stats::{Stats, stats};
+
+/// The timer crate behind every deadline, for direct use (`Timer::global()`).
+pub use cancelctx_timer as timer;

@@ -1,0 +1,465 @@
+//! The cancellation tree: one [`CancelNode`] per cancelable context.
+//!
+//! A node knows its parent (strongly, through the parent [`Context`]) and its
+//! children (weakly, in a slab), so a child nobody can observe any more is
+//! freed and unregisters itself at once, and a parent's cancellation reaches
+//! every live descendant.
+//!
+//! # Invariants
+//!
+//! 1. `state` only moves forward: `LIVE` → `DONE_*` → `DONE_* | PROPAGATED`.
+//!    The `DONE_*` bits are written once, under the node's lock, after
+//!    `Inner::cause` (so whoever sees them under the lock also sees the cause).
+//! 2. A done node never gains a child: registration checks `state` under the
+//!    parent's lock, the same lock [`CancelNode::mark`] holds while it sets
+//!    the `DONE_*` bits and drains the children.
+//! 3. A node is in its parent's slab only while it is live and alive: the
+//!    parent drains the slab when it is canceled, and the child removes its own
+//!    entry when it is canceled on its own or dropped (matching the entry by
+//!    address, so a stale slot index is harmless).
+//! 4. `PROPAGATED` is set only when every descendant registered at cancel time
+//!    is `DONE_*` too. Whoever cancels a node that is already done waits for
+//!    it, so `cancel()` returns only once the whole subtree is done, as Go's
+//!    does, even when several threads cancel overlapping subtrees.
+//! 5. The cancel walk runs no user code: wakers, `after_func` callbacks, timer
+//!    cancellations and the drops of nodes (which may drop user values) are
+//!    deferred to [`Aftermath::finish`], after the walk and with no lock held.
+//!    A thread waiting in (4) therefore waits for a walk that cannot block on
+//!    it, and the waits only point down the tree: no deadlock.
+//!
+//! # Lock order
+//!
+//! At most one node lock is held at a time, and never together with the
+//! timer's heap lock or a registration's lock: collect under the lock, act
+//! after releasing it. There is no nesting to get wrong.
+
+use std::mem;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use cancelctx_timer::{Alarm, Entry, Timer};
+use event_listener::{Event, Listener};
+
+use crate::after_func::Registration;
+use crate::context::Context;
+use crate::error::{Cause, Error};
+use crate::sync::{AtomicU8, AtomicUsize, Mutex, Ordering};
+
+/// The node is live.
+const LIVE: u8 = 0;
+/// Done with [`Error::Canceled`].
+const DONE_CANCELED: u8 = 0b001;
+/// Done with [`Error::DeadlineExceeded`].
+const DONE_DEADLINE: u8 = 0b010;
+/// Either done bit.
+const DONE: u8 = DONE_CANCELED | DONE_DEADLINE;
+/// Every descendant registered when the node was canceled is done too.
+const PROPAGATED: u8 = 0b100;
+
+/// `slot` value of a node that sits in no slab.
+const NO_SLOT: usize = usize::MAX;
+
+/// A cancelable context: what `with_cancel`, `with_deadline` and
+/// `with_timeout` create.
+pub(crate) struct CancelNode {
+    /// The context this one was derived from: for values, deadlines and
+    /// `Display`. Replaced by `background` only in `Drop` (see
+    /// [`unlink_chain`]).
+    pub(crate) parent: Context,
+    /// The effective deadline: the node's own or its parent's, the earlier.
+    pub(crate) deadline: Option<Instant>,
+    /// Whether the node has a timer of its own (`WithDeadline` in `Display`).
+    pub(crate) own_deadline: bool,
+    /// The cause reported when the own deadline passes.
+    deadline_cause: Option<Cause>,
+    /// See the table of constants above.
+    state: AtomicU8,
+    /// The node's index in its parent's slab. Written and read under the
+    /// parent's lock only (so `Relaxed` suffices).
+    slot: AtomicUsize,
+    /// Notified once the node is done (and again once `PROPAGATED`).
+    pub(crate) event: Event,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// Set, once, together with the `DONE_*` bits.
+    cause: Option<Cause>,
+    children: Children,
+    /// The node's own deadline entry, until it is canceled.
+    timer: Option<Entry>,
+}
+
+/// What a node's slab holds.
+pub(crate) enum Child {
+    Node(Weak<CancelNode>),
+    Func(Arc<Registration>),
+}
+
+impl Child {
+    fn is(&self, addr: *const ()) -> bool {
+        match self {
+            Child::Node(w) => w.as_ptr() as *const () == addr,
+            Child::Func(r) => Arc::as_ptr(r) as *const () == addr,
+        }
+    }
+}
+
+enum Slot {
+    Occupied(Child),
+    Vacant(usize),
+}
+
+/// A slab of children: O(1) insert and remove, memory bounded by the most
+/// children ever alive at once (and released when the slab empties).
+struct Children {
+    slots: Vec<Slot>,
+    next_free: usize,
+    len: usize,
+}
+
+impl Children {
+    const fn new() -> Children {
+        Children { slots: Vec::new(), next_free: NO_SLOT, len: 0 }
+    }
+
+    fn insert(&mut self, child: Child) -> usize {
+        self.len += 1;
+        if self.next_free != NO_SLOT {
+            let idx = self.next_free;
+            match mem::replace(&mut self.slots[idx], Slot::Occupied(child)) {
+                Slot::Vacant(next) => self.next_free = next,
+                Slot::Occupied(_) => unreachable!("free list points at an occupied slot"),
+            }
+            idx
+        } else {
+            self.slots.push(Slot::Occupied(child));
+            self.slots.len() - 1
+        }
+    }
+
+    /// Removes the child at `idx` if it is the one at `addr`.
+    fn remove(&mut self, idx: usize, addr: *const ()) -> Option<Child> {
+        match self.slots.get(idx) {
+            Some(Slot::Occupied(child)) if child.is(addr) => {}
+            _ => return None,
+        }
+        let Slot::Occupied(child) = mem::replace(&mut self.slots[idx], Slot::Vacant(self.next_free))
+        else {
+            unreachable!()
+        };
+        self.next_free = idx;
+        self.len -= 1;
+        if self.len == 0 {
+            // Release the memory of a burst of children at once.
+            *self = Children::new();
+        }
+        Some(child)
+    }
+
+    fn take(&mut self) -> Vec<Slot> {
+        mem::replace(self, Children::new()).slots
+    }
+}
+
+/// What a canceled node hands to its canceller.
+struct Drained {
+    children: Vec<Slot>,
+    timer: Option<Entry>,
+}
+
+/// Work a cancellation defers until the walk is over (invariant 5).
+#[derive(Default)]
+struct Aftermath {
+    nodes: Vec<Arc<CancelNode>>,
+    timers: Vec<Entry>,
+    funcs: Vec<Arc<Registration>>,
+}
+
+impl Aftermath {
+    fn finish(self) {
+        for entry in &self.timers {
+            entry.cancel();
+        }
+        for node in &self.nodes {
+            node.event.notify(usize::MAX);
+        }
+        for func in &self.funcs {
+            func.fire();
+        }
+        // Dropping `self` now may drop nodes and, through them, user values.
+    }
+}
+
+struct Frame {
+    node: Arc<CancelNode>,
+    children: std::vec::IntoIter<Slot>,
+}
+
+impl CancelNode {
+    /// Creates a node under `parent`, registers it and arms its timer.
+    ///
+    /// `deadline` is the requested one (`None`: `with_cancel`); it is only
+    /// armed when it is not later than the parent's. `now` is the caller's
+    /// reading of the clock.
+    pub(crate) fn new(
+        parent: &Context,
+        deadline: Option<Instant>,
+        deadline_cause: Option<Cause>,
+        now: Instant,
+        timer: &Timer,
+    ) -> Arc<CancelNode> {
+        let inherited = parent.deadline();
+        // Go: a child deadline later than the parent's is the parent's.
+        let own = deadline.filter(|d| inherited.is_none_or(|p| *d <= p));
+        let node = Arc::new(CancelNode {
+            parent: parent.clone(),
+            deadline: own.or(inherited),
+            own_deadline: own.is_some(),
+            deadline_cause: own.and(deadline_cause),
+            state: AtomicU8::new(LIVE),
+            slot: AtomicUsize::new(NO_SLOT),
+            event: Event::new(),
+            inner: Mutex::new(Inner { cause: None, children: Children::new(), timer: None }),
+        });
+        if let Some(scope) = parent.scope() {
+            if let Err((err, cause)) = scope.register_node(&node) {
+                // A child of a done parent is done at construction.
+                node.cancel(err, Some(cause));
+                return node;
+            }
+        }
+        if let Some(at) = own {
+            if at <= now {
+                node.cancel(Error::DeadlineExceeded, node.deadline_cause.clone());
+                return node;
+            }
+            let alarm: Weak<dyn Alarm> = Arc::downgrade(&node) as Weak<dyn Alarm>;
+            let entry = timer.schedule_alarm(at, alarm);
+            let mut inner = node.inner.lock();
+            // Relaxed: `state`'s done bits are written under this lock.
+            if node.state.load(Ordering::Relaxed) == LIVE {
+                inner.timer = Some(entry);
+            } else {
+                drop(inner);
+                entry.cancel();
+            }
+        }
+        node
+    }
+
+    /// `None` while live.
+    pub(crate) fn err(&self) -> Option<Error> {
+        // Acquire: whatever the canceller did before canceling is visible to
+        // whoever sees the context done (Go's channel-close guarantee).
+        decode(self.state.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn cause(&self) -> Option<Cause> {
+        if self.err().is_none() {
+            return None;
+        }
+        self.inner.lock().cause.clone()
+    }
+
+    /// Children and `after_func` registrations now registered.
+    pub(crate) fn child_count(&self) -> usize {
+        self.inner.lock().children.len
+    }
+
+    /// Registers `child` (invariant 2), or says how the parent ended.
+    fn register_node(&self, child: &Arc<CancelNode>) -> Result<(), (Error, Cause)> {
+        let mut inner = self.inner.lock();
+        self.check_live(&inner)?;
+        let idx = inner.children.insert(Child::Node(Arc::downgrade(child)));
+        // Relaxed: read under this same lock (`unregister`).
+        child.slot.store(idx, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Registers an `after_func` callback, or says how the node ended.
+    pub(crate) fn register_func(&self, reg: &Arc<Registration>) -> Result<(), (Error, Cause)> {
+        let mut inner = self.inner.lock();
+        self.check_live(&inner)?;
+        let idx = inner.children.insert(Child::Func(reg.clone()));
+        // Relaxed: read under this same lock (`unregister_func`).
+        reg.slot.store(idx, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes a stopped `after_func` registration.
+    pub(crate) fn unregister_func(&self, reg: &Registration) {
+        let mut inner = self.inner.lock();
+        // Relaxed: written under this same lock (`register_func`).
+        let idx = reg.slot.load(Ordering::Relaxed);
+        let removed = inner.children.remove(idx, reg as *const Registration as *const ());
+        drop(inner);
+        drop(removed);
+    }
+
+    fn check_live(&self, inner: &Inner) -> Result<(), (Error, Cause)> {
+        // Relaxed: the done bits are written under the lock the caller holds.
+        match decode(self.state.load(Ordering::Relaxed)) {
+            None => Ok(()),
+            Some(err) => Err((err, inner.cause.clone().unwrap_or_else(|| Cause::from_error(err)))),
+        }
+    }
+
+    /// Removes this node from its parent's slab (invariant 3).
+    fn unregister(&self) {
+        let Some(scope) = self.parent.scope() else {
+            return;
+        };
+        let mut inner = scope.inner.lock();
+        // Relaxed: written under this same lock (`register_node`).
+        let idx = self.slot.swap(NO_SLOT, Ordering::Relaxed);
+        let removed = inner.children.remove(idx, self as *const CancelNode as *const ());
+        drop(inner);
+        drop(removed);
+    }
+
+    /// Marks the node done, first cause wins (invariants 1 and 2). `None` if
+    /// it already was.
+    fn mark(&self, err: Error, cause: &Cause) -> Option<Drained> {
+        let mut inner = self.inner.lock();
+        // Relaxed: the done bits are only written under this lock.
+        if self.state.load(Ordering::Relaxed) & DONE != 0 {
+            return None;
+        }
+        inner.cause = Some(cause.clone());
+        let leaf = inner.children.len == 0;
+        let children = inner.children.take();
+        let timer = inner.timer.take();
+        let bits = encode(err) | if leaf { PROPAGATED } else { 0 };
+        // Release: pairs with the Acquire in `err` (and publishes `cause`).
+        self.state.store(bits, Ordering::Release);
+        drop(inner);
+        Some(Drained { children, timer })
+    }
+
+    /// Cancels this node and every descendant, without recursion; returns once
+    /// all of them are done (invariant 4). Idempotent: the first cause wins.
+    pub(crate) fn cancel(self: &Arc<Self>, err: Error, cause: Option<Cause>) {
+        let cause = cause.unwrap_or_else(|| Cause::from_error(err));
+        let Some(drained) = self.mark(err, &cause) else {
+            self.wait_propagated();
+            return;
+        };
+        self.unregister();
+        if drained.children.is_empty() {
+            // A leaf: nothing to walk, nothing to allocate.
+            if let Some(entry) = drained.timer {
+                entry.cancel();
+            }
+            self.event.notify(usize::MAX);
+            return;
+        }
+        let mut after = Aftermath::default();
+        after.timers.extend(drained.timer);
+        let mut stack = vec![Frame { node: self.clone(), children: drained.children.into_iter() }];
+        while let Some(top) = stack.last_mut() {
+            let Some(slot) = top.children.next() else {
+                let frame = stack.pop().expect("stack is not empty");
+                // Release: pairs with the Acquire in `wait_propagated`.
+                frame.node.state.fetch_or(PROPAGATED, Ordering::Release);
+                after.nodes.push(frame.node);
+                continue;
+            };
+            match slot {
+                Slot::Vacant(_) => {}
+                Slot::Occupied(Child::Func(reg)) => after.funcs.push(reg),
+                Slot::Occupied(Child::Node(weak)) => {
+                    // A failed upgrade is a child being dropped right now.
+                    let Some(child) = weak.upgrade() else { continue };
+                    match child.mark(err, &cause) {
+                        Some(d) => {
+                            after.timers.extend(d.timer);
+                            stack.push(Frame { node: child, children: d.children.into_iter() });
+                        }
+                        None => {
+                            // Canceled by another thread: wait for its walk.
+                            child.wait_propagated();
+                            after.nodes.push(child);
+                        }
+                    }
+                }
+            }
+        }
+        after.finish();
+    }
+
+    /// Blocks until invariant 4 holds for this done node.
+    fn wait_propagated(&self) {
+        // Acquire: pairs with the Release that set PROPAGATED.
+        while self.state.load(Ordering::Acquire) & PROPAGATED == 0 {
+            let listener = self.event.listen();
+            if self.state.load(Ordering::Acquire) & PROPAGATED != 0 {
+                break;
+            }
+            listener.wait();
+        }
+    }
+}
+
+impl Alarm for CancelNode {
+    fn fire(self: Arc<Self>) {
+        let cause = self.deadline_cause.clone();
+        self.cancel(Error::DeadlineExceeded, cause);
+    }
+}
+
+impl CancelNode {
+    /// Nobody can observe the node any more: give up its place in the
+    /// parent's slab and its timer entry at once (invariant 3). Idempotent.
+    fn release(&self) {
+        // Relaxed: called by the node's last owner.
+        if self.state.load(Ordering::Relaxed) & DONE == 0 {
+            self.unregister();
+            let timer = self.inner.lock().timer.take();
+            if let Some(entry) = timer {
+                entry.cancel();
+            }
+        }
+    }
+}
+
+impl Drop for CancelNode {
+    fn drop(&mut self) {
+        self.release();
+        unlink_chain(mem::replace(&mut self.parent, Context::background()));
+    }
+}
+
+fn decode(state: u8) -> Option<Error> {
+    if state & DONE_CANCELED != 0 {
+        Some(Error::Canceled)
+    } else if state & DONE_DEADLINE != 0 {
+        Some(Error::DeadlineExceeded)
+    } else {
+        None
+    }
+}
+
+fn encode(err: Error) -> u8 {
+    match err {
+        Error::Canceled => DONE_CANCELED,
+        Error::DeadlineExceeded => DONE_DEADLINE,
+    }
+}
+
+/// Drops a chain of contexts from the leaf up without recursion: each node
+/// whose last reference this is gives up its parent before it is dropped, so
+/// a million-deep chain needs no deeper stack than a single node.
+pub(crate) fn unlink_chain(mut next: Context) {
+    while let Some(parent) = next.take_parent_if_unique() {
+        next = parent;
+    }
+}
+
+/// For `CancelNode`'s side of [`unlink_chain`].
+pub(crate) fn take_parent(node: Arc<CancelNode>) -> Option<Context> {
+    let mut node = Arc::into_inner(node)?;
+    // Release while the parent is still known: `Drop` will not know it.
+    node.release();
+    Some(mem::replace(&mut node.parent, Context::background()))
+}

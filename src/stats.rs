@@ -1,0 +1,38 @@
+//! [`stats()`]: a snapshot of the crate's background machinery.
+
+use cancelctx_timer::Timer;
+
+/// A snapshot of the crate's background machinery, from [`stats()`].
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The global timer's counters: deadlines armed now, fired, canceled,
+    /// worst lateness.
+    pub timer: cancelctx_timer::Stats,
+    /// Callback-pool threads alive now.
+    pub callback_threads: usize,
+    /// `after_func` callbacks that panicked so far (each was reported on
+    /// stderr).
+    pub callbacks_panicked: usize,
+}
+
+/// A snapshot of the crate's background machinery: the timer thread and the
+/// callback pool. Cheap: a few atomic loads and one short lock.
+///
+/// ```
+/// use std::time::Duration;
+/// use cancelctx::Context;
+///
+/// let (_ctx, _guard) = Context::background().with_timeout(Duration::from_secs(60));
+/// assert!(cancelctx::stats().timer.armed >= 1);
+/// ```
+pub fn stats() -> Stats {
+    #[cfg(not(loom))]
+    let (callback_threads, callbacks_panicked) = {
+        let pool = crate::pool::Pool::global();
+        (pool.threads(), pool.panicked())
+    };
+    #[cfg(loom)]
+    let (callback_threads, callbacks_panicked) = (0, 0);
+    Stats { timer: Timer::global().stats(), callback_threads, callbacks_panicked }
+}

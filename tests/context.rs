@@ -1,0 +1,371 @@
+//! Integration tests of the public API: the tree, causes, values, names.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cancelctx::{CancelGuard, Cause, Context, Error};
+use common::PATIENCE;
+
+#[derive(Debug)]
+struct Boom;
+impl std::fmt::Display for Boom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("boom")
+    }
+}
+impl std::error::Error for Boom {}
+
+fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+#[test]
+fn public_types_are_send_sync_static() {
+    assert_send_sync::<Context>();
+    assert_send_sync::<CancelGuard>();
+    assert_send_sync::<Cause>();
+    assert_send_sync::<Error>();
+    assert_send_sync::<cancelctx::Done>();
+    assert_send_sync::<cancelctx::AfterFunc>();
+    assert_send_sync::<cancelctx::Sleep>();
+    fn unpin<T: Unpin>() {}
+    unpin::<cancelctx::Done>();
+    unpin::<cancelctx::Sleep>();
+}
+
+#[test]
+fn roots_are_never_done() {
+    for ctx in [Context::background(), Context::todo(), Context::default()] {
+        assert_eq!(ctx.err(), None);
+        assert_eq!(ctx.cause().map(|c| c.to_string()), None);
+        assert!(!ctx.is_done());
+        assert_eq!(ctx.deadline(), None);
+        assert_eq!(ctx.remaining(), None);
+        assert_eq!(ctx.child_count(), 0);
+        assert_eq!(ctx.wait_done_timeout(Duration::from_millis(1)), None);
+    }
+}
+
+#[test]
+fn cancel_reaches_descendants_synchronously() {
+    let (a, ga) = Context::background().with_cancel();
+    let (b, _gb) = a.with_value(1u8).with_cancel();
+    let (c, _gc) = b.with_timeout(Duration::from_secs(3600));
+    let d = c.with_value("x");
+    assert_eq!(a.child_count(), 1);
+    assert_eq!(b.child_count(), 1);
+    ga.cancel();
+    for ctx in [&a, &b, &c, &d] {
+        assert_eq!(ctx.err(), Some(Error::Canceled), "{ctx}");
+        assert_eq!(ctx.cause().unwrap().downcast_ref::<Error>(), Some(&Error::Canceled));
+    }
+    assert_eq!(a.child_count(), 0);
+}
+
+#[test]
+fn child_cancel_does_not_touch_parent_and_unregisters() {
+    let (parent, _g) = Context::background().with_cancel();
+    let (child, gc) = parent.with_cancel();
+    assert_eq!(parent.child_count(), 1);
+    gc.cancel();
+    assert!(child.is_done());
+    assert!(!parent.is_done());
+    assert_eq!(parent.child_count(), 0);
+}
+
+#[test]
+fn first_cause_wins_and_is_inherited() {
+    let (parent, gp) = Context::background().with_cancel();
+    let (child, gc) = parent.with_cancel();
+    gc.cancel_with_cause(Boom);
+    gp.cancel_with_cause(Cause::msg("parent later"));
+    gc.cancel_with_cause(Cause::msg("again"));
+    assert!(child.cause().unwrap().is::<Boom>());
+    assert_eq!(parent.cause().unwrap().to_string(), "parent later");
+
+    let (parent, gp) = Context::background().with_cancel();
+    let (child, _gc) = parent.with_cancel();
+    gp.cancel_with_cause(Boom);
+    assert_eq!(child.err(), Some(Error::Canceled));
+    assert!(child.cause().unwrap().is::<Boom>());
+    // A child of a done parent is done at construction, with its cause.
+    let (late, _g) = parent.with_timeout(Duration::from_secs(1));
+    assert_eq!(late.err(), Some(Error::Canceled));
+    assert!(late.cause().unwrap().is::<Boom>());
+    assert_eq!(parent.child_count(), 0);
+}
+
+#[test]
+fn dropping_the_guard_cancels_and_detach_does_not() {
+    let (ctx, guard) = Context::background().with_cancel();
+    drop(guard);
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+
+    let (parent, gp) = Context::background().with_cancel();
+    let (ctx, guard) = parent.with_cancel();
+    guard.detach();
+    assert!(!ctx.is_done());
+    assert_eq!(parent.child_count(), 1);
+    drop(ctx);
+    // Nobody can observe it: the parent's record is gone at once.
+    assert_eq!(parent.child_count(), 0);
+    drop(gp);
+}
+
+#[test]
+fn unobservable_context_releases_parent_link_even_with_guard_alive() {
+    let (parent, _gp) = Context::background().with_cancel();
+    let (child, guard) = parent.with_timeout(Duration::from_secs(3600));
+    assert_eq!(parent.child_count(), 1);
+    drop(child);
+    assert_eq!(parent.child_count(), 0);
+    guard.cancel(); // a no-op now, and no panic
+}
+
+#[test]
+fn past_deadline_and_zero_timeout_are_done_at_construction() {
+    let (ctx, _g) = Context::background().with_timeout(Duration::ZERO);
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(ctx.remaining(), Some(Duration::ZERO));
+    let past = Instant::now() - Duration::from_secs(1);
+    let (ctx, _g) = Context::background().with_deadline_cause(past, Boom);
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert!(ctx.cause().unwrap().is::<Boom>());
+    assert!(ctx.err().unwrap().is_timeout());
+    // `done()` is ready at once once `err()` is set (Go issue #75533).
+    let (_counter, waker) = common::CountingWaker::new();
+    assert!(common::poll_once(&mut ctx.done(), &waker).is_ready());
+}
+
+#[test]
+fn deadline_cause_only_for_deadline() {
+    let (ctx, g) = Context::background().with_timeout_cause(Duration::from_secs(3600), Boom);
+    g.cancel();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(ctx.cause().unwrap().downcast_ref::<Error>(), Some(&Error::Canceled));
+}
+
+#[test]
+fn child_deadline_capped_by_parent() {
+    let soon = Instant::now() + Duration::from_secs(100);
+    let (parent, _gp) = Context::background().with_deadline(soon);
+    let (child, _gc) = parent.with_timeout(Duration::from_secs(1000));
+    assert_eq!(child.deadline(), Some(soon));
+    assert!(child.to_string().ends_with(".WithCancel"), "{child}");
+    let (earlier, _ge) = parent.with_timeout(Duration::from_secs(1));
+    assert!(earlier.deadline().unwrap() < soon);
+    assert!(earlier.to_string().contains(".WithDeadline("), "{earlier}");
+}
+
+#[test]
+fn deadline_fires_not_early_within_patience() {
+    let start = Instant::now();
+    let (ctx, _g) = Context::background().with_timeout(Duration::from_millis(20));
+    let deadline = ctx.deadline().unwrap();
+    assert_eq!(ctx.wait_done_timeout(PATIENCE), Some(Error::DeadlineExceeded));
+    assert!(Instant::now() >= deadline, "fired early");
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    assert_eq!(ctx.cause().unwrap().downcast_ref::<Error>(), Some(&Error::DeadlineExceeded));
+}
+
+#[test]
+fn timeout_propagates_to_children() {
+    let (parent, _g) = Context::background().with_timeout(Duration::from_millis(5));
+    let (child, _gc) = parent.with_cancel();
+    assert_eq!(child.wait_done_timeout(PATIENCE), Some(Error::DeadlineExceeded));
+    assert_eq!(parent.child_count(), 0);
+}
+
+#[test]
+fn detached_timeout_still_fires_while_observed() {
+    let (ctx, guard) = Context::background().with_timeout(Duration::from_millis(5));
+    guard.detach();
+    assert_eq!(ctx.wait_done_timeout(PATIENCE), Some(Error::DeadlineExceeded));
+}
+
+#[test]
+fn hostile_durations_do_not_panic() {
+    let root = Context::background();
+    let far = [
+        Duration::MAX,
+        Duration::MAX - Duration::from_nanos(1),
+        Duration::from_secs(u64::MAX),
+        Duration::from_secs(u64::MAX / 2),
+        Duration::from_secs(1 << 40),
+    ];
+    for d in far {
+        let (ctx, g) = root.with_timeout(d);
+        assert!(!ctx.is_done());
+        let _ = ctx.remaining();
+        let _ = ctx.to_string();
+        assert_eq!(ctx.wait_done_timeout(Duration::from_millis(1)), None);
+        assert_eq!(ctx.sleep_blocking(Duration::from_nanos(1)), Ok(()));
+        let (child, _gc) = ctx.with_timeout_cause(d, Boom);
+        drop(g);
+        assert_eq!(child.wait_done_timeout(d), Some(Error::Canceled));
+    }
+    for d in [Duration::ZERO, Duration::from_nanos(1)] {
+        let (ctx, _g) = root.with_timeout_cause(d, Boom);
+        assert_eq!(ctx.wait_done_timeout(PATIENCE), Some(Error::DeadlineExceeded));
+        assert!(ctx.cause().unwrap().is::<Boom>());
+    }
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let (ctx, _g) = root.with_deadline(far);
+    assert_eq!(ctx.deadline(), Some(far));
+    assert!(!ctx.is_done());
+    let long_ago = Instant::now().checked_sub(Duration::from_secs(3600)).unwrap_or_else(Instant::now);
+    let (ctx, _g) = root.with_deadline(long_ago);
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(ctx.wait_done_deadline(long_ago), Some(Error::DeadlineExceeded));
+    let (live, _g) = root.with_cancel();
+    assert_eq!(live.wait_done_deadline(long_ago), None);
+}
+
+#[test]
+fn duration_max_means_no_deadline() {
+    let (ctx, _g) = Context::background().with_timeout(Duration::MAX);
+    assert_eq!(ctx.deadline(), None);
+    assert_eq!(ctx.remaining(), None);
+    assert!(!ctx.is_done());
+}
+
+#[test]
+fn values_are_keyed_by_type_nearest_wins() {
+    struct Key(&'static str);
+    let ctx = Context::background().with_value(Key("outer")).with_value(5u32);
+    let (mid, _g) = ctx.with_cancel();
+    let inner = mid.with_value(Key("inner"));
+    assert_eq!(inner.value::<Key>().unwrap().0, "inner");
+    assert_eq!(mid.value::<Key>().unwrap().0, "outer");
+    assert_eq!(inner.value::<u32>(), Some(&5));
+    assert_eq!(inner.value::<u64>(), None);
+    assert_eq!(inner.without_cancel().value::<Key>().unwrap().0, "inner");
+    // `without_cancel` is not a value of type `()`.
+    assert_eq!(Context::background().without_cancel().value::<()>(), None);
+}
+
+#[test]
+fn without_cancel_drops_cancellation_and_deadline() {
+    let (ctx, g) = Context::background().with_timeout(Duration::from_secs(60));
+    let wc = ctx.without_cancel();
+    assert_eq!(wc.deadline(), None);
+    g.cancel();
+    assert!(!wc.is_done());
+    assert_eq!(wc.cause().map(|c| c.to_string()), None);
+    let (child, gc) = wc.with_cancel();
+    assert!(!child.is_done());
+    drop(gc);
+    assert!(child.is_done());
+}
+
+#[test]
+fn display_names_the_chain_like_go() {
+    struct Key;
+    let bg = Context::background();
+    assert_eq!(bg.to_string(), "context.Background");
+    assert_eq!(Context::todo().to_string(), "context.TODO");
+    let (c, _g) = bg.with_cancel();
+    assert_eq!(c.to_string(), "context.Background.WithCancel");
+    let (t, _g2) = bg.with_timeout(Duration::from_secs(5));
+    assert!(t.to_string().starts_with("context.Background.WithDeadline("), "{t}");
+    let v = c.with_value(Key);
+    assert_eq!(v.to_string(), format!("context.Background.WithCancel.WithValue({}, ..)", std::any::type_name::<Key>()));
+    assert_eq!(v.without_cancel().to_string(), format!("{v}.WithoutCancel"));
+    let dbg = format!("{v:?}");
+    assert!(dbg.contains("err: None"), "{dbg}");
+}
+
+#[test]
+fn many_thread_cancel_storm_wakes_every_waiter() {
+    for _ in 0..20 {
+        let (root, guard) = Context::background().with_cancel();
+        let mut waiters = Vec::new();
+        for i in 0..8 {
+            let (child, g) = root.with_cancel();
+            waiters.push(std::thread::spawn(move || {
+                let _g = g;
+                if i % 2 == 0 {
+                    child.wait_done_timeout(PATIENCE)
+                } else {
+                    futures::executor::block_on(async {
+                        Some(child.done().await)
+                    })
+                }
+            }));
+        }
+        let cancellers: Vec<_> = (0..2)
+            .map(|_| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let (c, g) = root.with_cancel();
+                    drop(g);
+                    c.is_done()
+                })
+            })
+            .collect();
+        guard.cancel();
+        for w in waiters {
+            assert_eq!(w.join().unwrap(), Some(Error::Canceled));
+        }
+        for c in cancellers {
+            assert!(c.join().unwrap());
+        }
+        assert_eq!(root.child_count(), 0);
+    }
+}
+
+#[test]
+fn concurrent_cancels_of_overlapping_subtrees_are_synchronous() {
+    for _ in 0..200 {
+        let (a, ga) = Context::background().with_cancel();
+        let (b, gb) = a.with_cancel();
+        let mut leaves = Vec::new();
+        let mut guards = Vec::new();
+        for _ in 0..16 {
+            let (leaf, g) = b.with_cancel();
+            leaves.push(leaf);
+            guards.push(g);
+        }
+        let t = {
+            let leaves = leaves.clone();
+            std::thread::spawn(move || {
+                gb.cancel();
+                leaves.iter().all(Context::is_done)
+            })
+        };
+        ga.cancel();
+        assert!(leaves.iter().all(Context::is_done), "cancel returned before the subtree was done");
+        assert!(t.join().unwrap());
+        drop(guards);
+    }
+}
+
+#[test]
+fn million_deep_chain_on_a_small_stack() {
+    let handle = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            let (root, guard) = Context::background().with_cancel();
+            let mut ctx = root.clone();
+            let mut guards = Vec::with_capacity(1_000_000);
+            for i in 0..1_000_000u32 {
+                if i % 3 == 0 {
+                    ctx = ctx.with_value(i);
+                } else {
+                    let (c, g) = ctx.with_cancel();
+                    ctx = c;
+                    guards.push(g);
+                }
+            }
+            assert_eq!(ctx.value::<u32>(), Some(&999_999));
+            struct Absent;
+            assert!(ctx.value::<Absent>().is_none());
+            assert!(!ctx.is_done());
+            guard.cancel();
+            assert_eq!(ctx.err(), Some(Error::Canceled));
+            drop(guards);
+            drop(root);
+            drop(ctx); // the whole chain goes here, iteratively
+        })
+        .unwrap();
+    handle.join().unwrap();
+}

@@ -1,0 +1,99 @@
+//! The handle to one scheduled entry.
+
+use std::fmt;
+use std::time::Instant;
+
+use crate::queue::Key;
+use crate::timer::Timer;
+
+/// One scheduled entry, returned by [`Timer::schedule`] and
+/// [`Timer::schedule_alarm`].
+///
+/// Holds a handle to its timer plus the entry's key (slot index and
+/// generation), so it is small, `Send + Sync`, and keeps the timer's thread
+/// alive. **Dropping an `Entry` does not cancel it**: the entry stays
+/// scheduled and fires as usual. Call [`cancel`](Entry::cancel) to remove it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use cancelctx_timer::Timer;
+///
+/// let timer = Timer::manual();
+/// let t0 = Instant::now();
+/// let entry = timer.schedule(t0 + Duration::from_secs(1), || unreachable!());
+/// assert!(entry.is_pending());
+/// assert!(entry.cancel());
+/// assert!(!entry.cancel()); // already canceled
+/// assert_eq!(timer.fire_due(t0 + Duration::from_secs(2)), 0);
+/// ```
+pub struct Entry {
+    timer: Timer,
+    key: Key,
+    deadline: Instant,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("deadline", &self.deadline)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Entry {
+    pub(crate) fn new(timer: Timer, key: Key, deadline: Instant) -> Self {
+        Self {
+            timer,
+            key,
+            deadline,
+        }
+    }
+
+    /// Removes the entry from its timer's heap (O(log n)) so it never fires.
+    ///
+    /// Returns `true` iff this call removed it: `false` if it has already
+    /// fired or is firing (its callback may be running right now on another
+    /// thread), or was already canceled. Exactly one of "a `cancel` returned
+    /// `true`" and "the callback ran" happens. The removed callback (closure
+    /// captures, waker, `Weak`) is dropped on the calling thread, outside the
+    /// timer's lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use cancelctx_timer::Timer;
+    ///
+    /// let timer = Timer::manual();
+    /// let now = Instant::now();
+    /// let entry = timer.schedule(now, || {});
+    /// timer.fire_due(now);
+    /// assert!(!entry.cancel(), "too late: it fired");
+    /// ```
+    pub fn cancel(&self) -> bool {
+        let removed = self.timer.shared().cancel(self.key);
+        let canceled = removed.is_some();
+        drop(removed);
+        canceled
+    }
+
+    /// The deadline this entry was scheduled for.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// `true` while the entry is scheduled: not yet fired (taken off the heap)
+    /// nor canceled. Briefly takes the timer's lock; the answer may be stale
+    /// by the time it is used.
+    pub fn is_pending(&self) -> bool {
+        self.timer.shared().contains(self.key)
+    }
+
+    /// The timer this entry belongs to.
+    pub fn timer(&self) -> &Timer {
+        &self.timer
+    }
+}

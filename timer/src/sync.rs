@@ -1,0 +1,109 @@
+//! The only module that names synchronization primitives.
+//!
+//! Normal builds use `std::sync::Arc` and `parking_lot`'s `Mutex`/`Condvar`;
+//! `--cfg loom` builds swap in loom's mocks so the models in `loom_tests`
+//! explore every interleaving of the real code. Both sides expose the same
+//! small API: `Mutex::lock()` returns the guard directly (no poisoning), and
+//! `Condvar::wait*` take and return the guard by value.
+//!
+//! The alarm API ([`AlarmArc`], [`AlarmWeak`]) always uses the standard
+//! library's `Arc`/`Weak`: loom has no `Weak`, and a trait method with a
+//! `self: Arc<Self>` receiver is only allowed for the standard `Arc`.
+
+/// Strong pointer type of [`crate::Alarm::fire`]'s receiver (always std's).
+pub(crate) type AlarmArc<T> = std::sync::Arc<T>;
+/// Weak pointer type handed to [`crate::Timer::schedule_alarm`] (always std's).
+pub(crate) type AlarmWeak<T> = std::sync::Weak<T>;
+
+#[cfg(not(loom))]
+pub(crate) use self::imp_std::*;
+
+#[cfg(loom)]
+pub(crate) use self::imp_loom::*;
+
+#[cfg(not(loom))]
+mod imp_std {
+    use std::time::Instant;
+
+    pub(crate) use parking_lot::{Mutex, MutexGuard};
+    pub(crate) use std::sync::Arc;
+
+    /// A condition variable whose waits take and return the guard by value.
+    #[derive(Debug, Default)]
+    pub(crate) struct Condvar(parking_lot::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Self(parking_lot::Condvar::new())
+        }
+
+        /// Blocks until notified (spurious wake-ups are possible).
+        pub(crate) fn wait<'a, T>(&self, mut guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+            self.0.wait(&mut guard);
+            guard
+        }
+
+        /// Blocks until notified or until `deadline` passes.
+        pub(crate) fn wait_until<'a, T>(
+            &self,
+            mut guard: MutexGuard<'a, T>,
+            deadline: Instant,
+        ) -> MutexGuard<'a, T> {
+            let _timed_out = self.0.wait_until(&mut guard, deadline);
+            guard
+        }
+
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
+    }
+}
+
+#[cfg(loom)]
+mod imp_loom {
+    use std::time::Instant;
+
+    pub(crate) use loom::sync::{Arc, MutexGuard};
+
+    /// loom's mutex with a `parking_lot`-style `lock()` (poisoning unwrapped:
+    /// this crate never panics while holding a lock).
+    #[derive(Debug)]
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(loom::sync::Mutex::new(value))
+        }
+
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    /// loom's condition variable with the by-value guard API.
+    #[derive(Debug, Default)]
+    pub(crate) struct Condvar(loom::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Self(loom::sync::Condvar::new())
+        }
+
+        pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+            self.0.wait(guard).unwrap_or_else(|e| e.into_inner())
+        }
+
+        /// loom has no time: this is an untimed wait, woken only by a notify.
+        pub(crate) fn wait_until<'a, T>(
+            &self,
+            guard: MutexGuard<'a, T>,
+            _deadline: Instant,
+        ) -> MutexGuard<'a, T> {
+            self.wait(guard)
+        }
+
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
+    }
+}

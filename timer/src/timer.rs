@@ -1,0 +1,409 @@
+//! The public handle: scheduling, firing, introspection.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::callback::{Alarm, Callback};
+use crate::driver;
+use crate::entry::Entry;
+use crate::queue::Key;
+use crate::shared::{Mode, Shared};
+use crate::sleep::Sleep;
+use crate::stats::Stats;
+use crate::sync::{AlarmWeak, Arc};
+
+/// A handle to one timer: a min-heap of deadlines and (unless
+/// [manual](Timer::manual)) the one thread named `cancelctx-timer` that fires
+/// them.
+///
+/// Cheap to clone (an `Arc` inside); all clones drive the same timer. `Timer`
+/// is `Send + Sync`.
+///
+/// # Thread lifetime
+///
+/// * [`Timer::global`]'s thread starts on the first schedule and lives for
+///   the rest of the process.
+/// * [`Timer::new`]'s thread starts on the first schedule, [`Timer::try_new`]'s
+///   at once. It exits once every `Timer` handle *and* every [`Entry`] and
+///   [`Sleep`] of that timer have been dropped (entries hold a handle); entries
+///   still scheduled then are dropped without running. A scheduled closure
+///   that itself owns a handle of its timer keeps the thread alive until it
+///   fires.
+/// * [`Timer::manual`] never has a thread.
+///
+/// # Precision
+///
+/// Entries never fire early: an entry fires only once the clock, read after
+/// the thread wakes, is at or past its deadline. The thread waits on a
+/// condition variable with a timeout at the earliest deadline, and on Linux it
+/// sets its timer slack to 1 ns, so on an idle machine entries typically fire
+/// within tens of microseconds of their deadline. On a loaded machine the
+/// lateness is whatever the OS scheduler adds; [`Stats::worst_lateness`]
+/// reports the worst seen.
+///
+/// # Callbacks
+///
+/// Callbacks run one at a time on the timer thread, never while the timer's
+/// lock is held, so they may schedule and cancel entries of the same timer.
+/// They should be short and must not block: every later entry waits while one
+/// runs. A panicking callback is caught, counted in [`Stats::panicked`], and
+/// the thread carries on (with `panic = "abort"`, the process aborts instead).
+#[derive(Clone)]
+pub struct Timer {
+    handle: Arc<Handle>,
+}
+
+/// The part shared by all clones; its drop means "no more handles".
+struct Handle {
+    shared: Arc<Shared>,
+    /// Fixed at creation: `Mode::Manual` never changes.
+    manual: bool,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.shutdown();
+    }
+}
+
+impl fmt::Debug for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timer")
+            .field("manual", &self.handle.manual)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Timer {
+    /// Same as [`Timer::new`].
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Timer {
+    fn with_mode(mode: Mode) -> Self {
+        Timer {
+            handle: Arc::new(Handle {
+                shared: Arc::new(Shared::new(mode)),
+                manual: mode == Mode::Manual,
+            }),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// The process-wide timer, shared by everyone (including `cancelctx`).
+    ///
+    /// Its thread, named `cancelctx-timer`, is spawned on the first schedule
+    /// and never exits.
+    ///
+    /// # Panics
+    ///
+    /// Scheduling on it panics if the OS cannot spawn the thread (see
+    /// [`Timer::new`]). Under `--cfg loom` this function panics: loom models
+    /// must use [`Timer::manual`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancelctx_timer::Timer;
+    ///
+    /// futures::executor::block_on(Timer::global().sleep(Duration::from_millis(1)));
+    /// ```
+    pub fn global() -> &'static Timer {
+        #[cfg(not(loom))]
+        {
+            static GLOBAL: std::sync::OnceLock<Timer> = std::sync::OnceLock::new();
+            GLOBAL.get_or_init(Timer::new)
+        }
+        #[cfg(loom)]
+        {
+            panic!("cancelctx-timer: Timer::global() is unavailable under cfg(loom); use Timer::manual()")
+        }
+    }
+
+    /// A private timer with its own thread, spawned lazily by the first
+    /// schedule (so an unused timer costs no thread).
+    ///
+    /// # Panics
+    ///
+    /// The first schedule (`schedule`, `schedule_alarm`, or polling a
+    /// [`Sleep`]) panics with a message naming the OS error if the thread
+    /// cannot be spawned; the entry is not scheduled and a later schedule
+    /// tries again. Use [`Timer::try_new`] to handle that error instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::{Duration, Instant};
+    /// use cancelctx_timer::Timer;
+    ///
+    /// let timer = Timer::new();
+    /// let (tx, rx) = mpsc::channel();
+    /// let _entry = timer.schedule(Instant::now() + Duration::from_millis(1), move || {
+    ///     tx.send(std::thread::current().name().map(String::from)).unwrap();
+    /// });
+    /// let name = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    /// assert_eq!(name.as_deref(), Some("cancelctx-timer"));
+    /// ```
+    pub fn new() -> Timer {
+        Self::with_mode(Mode::Idle)
+    }
+
+    /// A private timer whose thread is spawned now; the spawn error is
+    /// returned instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// The error from [`std::thread::Builder::spawn`]. (Under `--cfg loom`,
+    /// always [`std::io::ErrorKind::Unsupported`].)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cancelctx_timer::Timer;
+    ///
+    /// let timer = Timer::try_new()?;
+    /// futures::executor::block_on(timer.sleep(std::time::Duration::from_millis(1)));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_new() -> std::io::Result<Timer> {
+        let timer = Self::with_mode(Mode::Running);
+        driver::spawn(Arc::clone(&timer.handle.shared))?;
+        Ok(timer)
+    }
+
+    /// A timer with **no thread**: entries fire only when someone calls
+    /// [`Timer::fire_due`], on that caller's thread, with the caller's notion
+    /// of "now".
+    ///
+    /// Meant for deterministic tests (and the loom models of `cancelctx`):
+    /// time is whatever the test passes to `fire_due`, so nothing depends on
+    /// the real clock or the scheduler. A [`Sleep`] on a manual timer
+    /// completes only when `fire_due` fires it, even if its deadline is long
+    /// past in real time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::{Duration, Instant};
+    /// use cancelctx_timer::Timer;
+    ///
+    /// let timer = Timer::manual();
+    /// let t0 = Instant::now();
+    /// let hits = Arc::new(AtomicUsize::new(0));
+    /// for ms in [10, 20, 30] {
+    ///     let hits = Arc::clone(&hits);
+    ///     timer.schedule(t0 + Duration::from_millis(ms), move || {
+    ///         hits.fetch_add(1, Ordering::SeqCst);
+    ///     });
+    /// }
+    /// assert_eq!(timer.fire_due(t0 + Duration::from_millis(20)), 2);
+    /// assert_eq!(hits.load(Ordering::SeqCst), 2);
+    /// assert_eq!(timer.next_deadline(), Some(t0 + Duration::from_millis(30)));
+    /// ```
+    pub fn manual() -> Timer {
+        Self::with_mode(Mode::Manual)
+    }
+
+    /// Inserts `callback`, spawning the thread if this is a lazy timer's first
+    /// entry.
+    pub(crate) fn insert(&self, at: Instant, callback: Callback) -> Key {
+        let (key, spawn) = self.shared().insert(at, callback);
+        if spawn {
+            if let Err(err) = driver::spawn(Arc::clone(&self.handle.shared)) {
+                let removed = self.shared().abort_spawn(key);
+                drop(removed);
+                panic!(
+                    "cancelctx-timer: failed to spawn the `{}` thread: {err}",
+                    driver::THREAD_NAME
+                );
+            }
+        }
+        key
+    }
+
+    /// Runs `f` on the timer thread once `at` has passed.
+    ///
+    /// A deadline in the past fires at the thread's next turn; a deadline far
+    /// in the future is fine (it simply never fires while the process lives).
+    /// The returned [`Entry`] cancels it; dropping the `Entry` leaves it
+    /// scheduled. Cost: O(log n) plus one allocation to box `f` (none if `f`
+    /// is zero-sized).
+    ///
+    /// # Panics
+    ///
+    /// If this is the first schedule of a [`Timer::new`] or [`Timer::global`]
+    /// timer and the OS cannot spawn its thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::{Duration, Instant};
+    /// use cancelctx_timer::Timer;
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let at = Instant::now() + Duration::from_millis(2);
+    /// let _entry = Timer::global().schedule(at, move || tx.send(Instant::now()).unwrap());
+    /// let fired_at = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    /// assert!(fired_at >= at, "never early");
+    /// ```
+    pub fn schedule<F: FnOnce() + Send + 'static>(&self, at: Instant, f: F) -> Entry {
+        let key = self.insert(at, Callback::Func(Box::new(f)));
+        Entry::new(self.clone(), key, at)
+    }
+
+    /// Fires `alarm` once `at` has passed, without allocating (amortized): the
+    /// `Weak` fat pointer is stored in the timer's slab.
+    ///
+    /// When the entry fires, the `Weak` is upgraded outside the timer's lock;
+    /// if the alarm has been dropped, nothing runs (the entry still counts as
+    /// fired). The timer never keeps the alarm alive.
+    ///
+    /// # Panics
+    ///
+    /// As [`Timer::schedule`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::{Arc, Weak};
+    /// use std::time::Instant;
+    /// use cancelctx_timer::{Alarm, Timer};
+    ///
+    /// struct Counter(AtomicUsize);
+    /// impl Alarm for Counter {
+    ///     fn fire(self: Arc<Self>) {
+    ///         self.0.fetch_add(1, Ordering::SeqCst);
+    ///     }
+    /// }
+    ///
+    /// let timer = Timer::manual();
+    /// let now = Instant::now();
+    /// let alive = Arc::new(Counter(AtomicUsize::new(0)));
+    /// let dead = Arc::new(Counter(AtomicUsize::new(0)));
+    /// timer.schedule_alarm(now, Arc::downgrade(&alive) as Weak<dyn Alarm>);
+    /// timer.schedule_alarm(now, Arc::downgrade(&dead) as Weak<dyn Alarm>);
+    /// drop(dead);
+    /// assert_eq!(timer.fire_due(now), 2); // both count as fired...
+    /// assert_eq!(alive.0.load(Ordering::SeqCst), 1); // ...only the live one ran
+    /// ```
+    pub fn schedule_alarm(&self, at: Instant, alarm: AlarmWeak<dyn Alarm>) -> Entry {
+        let key = self.insert(at, Callback::Alarm(alarm));
+        Entry::new(self.clone(), key, at)
+    }
+
+    /// A future that completes once `duration` has elapsed.
+    ///
+    /// If `Instant::now() + duration` overflows (e.g. `Duration::MAX`), the
+    /// future never completes, schedules nothing and never panics. See
+    /// [`Sleep`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use cancelctx_timer::Timer;
+    ///
+    /// let start = Instant::now();
+    /// futures::executor::block_on(Timer::global().sleep(Duration::from_millis(2)));
+    /// assert!(start.elapsed() >= Duration::from_millis(2));
+    /// ```
+    pub fn sleep(&self, duration: Duration) -> Sleep {
+        Sleep::new(self.clone(), Instant::now().checked_add(duration))
+    }
+
+    /// A future that completes once `at` has passed. See [`Sleep`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use cancelctx_timer::Timer;
+    ///
+    /// let at = Instant::now() + Duration::from_millis(2);
+    /// futures::executor::block_on(Timer::global().sleep_until(at));
+    /// assert!(Instant::now() >= at);
+    /// ```
+    pub fn sleep_until(&self, at: Instant) -> Sleep {
+        Sleep::new(self.clone(), Some(at))
+    }
+
+    /// A snapshot of this timer's counters (briefly takes the timer's lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use cancelctx_timer::Timer;
+    ///
+    /// let timer = Timer::manual();
+    /// let entry = timer.schedule(Instant::now() + Duration::from_secs(60), || {});
+    /// assert_eq!(timer.stats().armed, 1);
+    /// entry.cancel();
+    /// assert_eq!(timer.stats().armed, 0);
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.shared().stats()
+    }
+
+    /// Fires, on the calling thread, every entry whose deadline is `<= now`,
+    /// in deadline order (FIFO among equal deadlines); returns how many fired.
+    ///
+    /// This is how a [manual](Timer::manual) timer advances. It works on any
+    /// timer: on a threaded one it competes with the thread (each entry still
+    /// fires exactly once, on whichever thread takes it first), and passing a
+    /// `now` ahead of the real clock fires entries early, on purpose. Entries
+    /// scheduled by the callbacks themselves fire in the same call if they are
+    /// due at `now`. Callbacks run with the lock released, in batches; panics
+    /// are caught and counted, as on the timer thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use cancelctx_timer::Timer;
+    ///
+    /// let timer = Timer::manual();
+    /// let t0 = Instant::now();
+    /// timer.schedule(t0 + Duration::from_secs(1), || {});
+    /// assert_eq!(timer.fire_due(t0), 0);
+    /// assert_eq!(timer.fire_due(t0 + Duration::from_secs(1)), 1);
+    /// ```
+    pub fn fire_due(&self, now: Instant) -> usize {
+        self.shared().fire_due(now)
+    }
+
+    /// The earliest scheduled deadline, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use cancelctx_timer::Timer;
+    ///
+    /// let timer = Timer::manual();
+    /// assert_eq!(timer.next_deadline(), None);
+    /// let at = Instant::now() + Duration::from_secs(5);
+    /// let _entry = timer.schedule(at, || {});
+    /// assert_eq!(timer.next_deadline(), Some(at));
+    /// ```
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.shared().next_deadline()
+    }
+
+    /// `true` for a [manual](Timer::manual) timer (no thread; only
+    /// [`Timer::fire_due`] fires entries).
+    pub(crate) fn is_manual(&self) -> bool {
+        self.handle.manual
+    }
+}
