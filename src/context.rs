@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(all(test, loom))]
 use cancelctx_timer::Timer;
 
 use crate::error::{Cause, Error};
@@ -169,16 +170,16 @@ impl Context {
         cause: Option<Cause>,
         now: Instant,
     ) -> (Context, CancelGuard) {
-        let node = CancelNode::new(self, deadline, cause, now, Timer::global());
+        let node = CancelNode::new(self, deadline, cause, now, None);
         let guard = CancelGuard::new(&node);
         (Context { repr: Repr::Cancel(node) }, guard)
     }
 
     /// Like [`with_deadline`](Context::with_deadline) on a timer of the
     /// caller's choice (the loom models use a manual timer).
-    #[cfg(any(test, loom))]
+    #[cfg(all(test, loom))]
     pub(crate) fn with_deadline_on(&self, deadline: Instant, timer: &Timer) -> (Context, CancelGuard) {
-        let node = CancelNode::new(self, Some(deadline), None, Instant::now(), timer);
+        let node = CancelNode::new(self, Some(deadline), None, Instant::now(), Some(timer));
         let guard = CancelGuard::new(&node);
         (Context { repr: Repr::Cancel(node) }, guard)
     }

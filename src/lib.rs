@@ -82,6 +82,8 @@ mod done;
 mod error;
 mod guard;
 mod link;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod node;
 #[cfg(not(loom))]
 mod pool;

@@ -13,10 +13,11 @@
 //! 2. A done node never gains a child: registration checks `state` under the
 //!    parent's lock, the same lock [`CancelNode::mark`] holds while it sets
 //!    the `DONE_*` bits and drains the children.
-//! 3. A node is in its parent's slab only while it is live and alive: the
-//!    parent drains the slab when it is canceled, and the child removes its own
-//!    entry when it is canceled on its own or dropped (matching the entry by
-//!    address, so a stale slot index is harmless).
+//! 3. A node is in its parent's slab only while it is alive and not yet fully
+//!    canceled: the parent drains the slab when it is canceled, and the child
+//!    removes its own entry when it is dropped, or once its own cancellation
+//!    has reached its whole subtree (matching the entry by address, so a stale
+//!    slot index is harmless).
 //! 4. `PROPAGATED` is set only when every descendant registered at cancel time
 //!    is `DONE_*` too. Whoever cancels a node that is already done waits for
 //!    it, so `cancel()` returns only once the whole subtree is done, as Go's
@@ -201,13 +202,14 @@ impl CancelNode {
     ///
     /// `deadline` is the requested one (`None`: `with_cancel`); it is only
     /// armed when it is not later than the parent's. `now` is the caller's
-    /// reading of the clock.
+    /// reading of the clock; `timer` `None` is the global timer (started only
+    /// when a deadline is armed).
     pub(crate) fn new(
         parent: &Context,
         deadline: Option<Instant>,
         deadline_cause: Option<Cause>,
         now: Instant,
-        timer: &Timer,
+        timer: Option<&Timer>,
     ) -> Arc<CancelNode> {
         let inherited = parent.deadline();
         // Go: a child deadline later than the parent's is the parent's.
@@ -235,7 +237,7 @@ impl CancelNode {
                 return node;
             }
             let alarm: Weak<dyn Alarm> = Arc::downgrade(&node) as Weak<dyn Alarm>;
-            let entry = timer.schedule_alarm(at, alarm);
+            let entry = timer.unwrap_or_else(|| Timer::global()).schedule_alarm(at, alarm);
             let mut inner = node.inner.lock();
             // Relaxed: `state`'s done bits are written under this lock.
             if node.state.load(Ordering::Relaxed) == LIVE {
@@ -345,9 +347,9 @@ impl CancelNode {
             self.wait_propagated();
             return;
         };
-        self.unregister();
         if drained.children.is_empty() {
             // A leaf: nothing to walk, nothing to allocate.
+            self.unregister();
             if let Some(entry) = drained.timer {
                 entry.cancel();
             }
@@ -385,6 +387,9 @@ impl CancelNode {
                 }
             }
         }
+        // Only now leave the parent's slab: a parent canceled meanwhile must
+        // find this node and wait for its `PROPAGATED` (invariant 4).
+        self.unregister();
         after.finish();
     }
 

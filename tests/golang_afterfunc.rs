@@ -479,7 +479,9 @@ fn after_func_never_runs_inline() {
 
     let (tx, rx) = mpsc::channel();
     let _stop = ctx.after_func(move || tx.send(thread::current().id()).unwrap());
-    let ran_on = rx.recv_timeout(QUIESCENT).expect("f never ran on a done context");
+    let ran_on = rx
+        .recv_timeout(QUIESCENT)
+        .expect("f never ran on a done context");
     assert_ne!(ran_on, me, "f ran inline in after_func() on a done context");
 }
 
@@ -526,7 +528,11 @@ fn after_func_registration_outlives_handle_and_counts_as_child() {
     let stopped = ctx.after_func(|| panic!("stopped f ran"));
     assert_eq!(ctx.child_count(), 2, "two registered AfterFuncs");
     assert!(stopped.stop());
-    assert_eq!(ctx.child_count(), 1, "the dropped handle's f is still registered");
+    assert_eq!(
+        ctx.child_count(),
+        1,
+        "the dropped handle's f is still registered"
+    );
     assert_eq!(
         rx.recv_timeout(NOT_CALLED_WINDOW),
         Err(mpsc::RecvTimeoutError::Timeout),

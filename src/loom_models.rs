@@ -1,0 +1,159 @@
+//! Loom models of the races in the cancellation tree.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test -p cancelctx --release --lib loom_models`.
+//! Each model is small enough to be explored exhaustively in seconds. Time
+//! is not modeled: deadlines use a manual timer fired by a model thread.
+
+use std::time::{Duration, Instant};
+
+use loom::thread;
+
+use crate::{Cause, Context, Error};
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(f);
+}
+
+/// Cancel vs wait: a waiter that checks, listens and parks is always woken
+/// (loom reports a deadlock if the wake-up were lost).
+#[test]
+fn loom_models_cancel_vs_wait() {
+    model(|| {
+        let (ctx, guard) = Context::background().with_cancel();
+        let canceller = thread::spawn(move || guard.cancel());
+        assert_eq!(ctx.wait_done(), Error::Canceled);
+        canceller.join().unwrap();
+    });
+}
+
+/// Cancel vs child creation: the child ends up done and unregistered
+/// whichever comes first (invariant 2 of the tree module).
+#[test]
+fn loom_models_cancel_vs_child_creation() {
+    model(|| {
+        let (parent, guard) = Context::background().with_cancel();
+        let p = parent.clone();
+        let creator = thread::spawn(move || {
+            let (child, g) = p.with_cancel();
+            g.detach();
+            child
+        });
+        guard.cancel();
+        let child = creator.join().unwrap();
+        assert_eq!(child.err(), Some(Error::Canceled));
+        assert_eq!(parent.child_count(), 0);
+    });
+}
+
+/// Parent vs child cancel: no deadlock, and each `cancel()` returns only
+/// once its whole subtree is done (invariant 4), whoever marked it.
+#[test]
+fn loom_models_parent_vs_child_cancel() {
+    model(|| {
+        let (parent, gp) = Context::background().with_cancel();
+        let (child, gc) = parent.with_cancel();
+        let (grandchild, _gg) = child.with_cancel();
+        let g2 = grandchild.clone();
+        let t = thread::spawn(move || {
+            gc.cancel_with_cause(Cause::msg("child"));
+            assert!(g2.is_done());
+        });
+        gp.cancel();
+        assert!(child.is_done());
+        assert!(grandchild.is_done());
+        t.join().unwrap();
+        // First cause wins, consistently along the chain.
+        let c = child.cause().unwrap().to_string();
+        assert_eq!(grandchild.cause().unwrap().to_string(), c);
+        assert_eq!(parent.child_count(), 0);
+    });
+}
+
+/// Timer fire vs cancel vs drop of the same context: one outcome, the
+/// entry leaves the heap, nothing panics.
+#[test]
+fn loom_models_fire_vs_cancel_vs_drop() {
+    model(|| {
+        let timer = cancelctx_timer::Timer::manual();
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let (ctx, guard) = Context::background().with_deadline_on(deadline, &timer);
+        let observer = ctx.clone();
+        let t = timer.clone();
+        let firer = thread::spawn(move || {
+            t.fire_due(deadline + Duration::from_secs(1));
+        });
+        let canceller = thread::spawn(move || guard.cancel());
+        drop(ctx);
+        firer.join().unwrap();
+        canceller.join().unwrap();
+        assert!(matches!(observer.err(), Some(Error::Canceled | Error::DeadlineExceeded)));
+        assert_eq!(timer.stats().armed, 0);
+    });
+}
+
+/// A context dropped (unobservable) while its deadline fires: the entry
+/// leaves the heap either way.
+#[test]
+fn loom_models_fire_vs_last_drop() {
+    model(|| {
+        let timer = cancelctx_timer::Timer::manual();
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let (parent, _gp) = Context::background().with_cancel();
+        let (ctx, guard) = parent.with_deadline_on(deadline, &timer);
+        guard.detach();
+        let t = timer.clone();
+        let firer = thread::spawn(move || {
+            t.fire_due(deadline + Duration::from_secs(1));
+        });
+        drop(ctx);
+        firer.join().unwrap();
+        assert_eq!(timer.stats().armed, 0);
+        assert_eq!(parent.child_count(), 0);
+    });
+}
+
+/// `after_func` stop vs fire: exactly one of them wins.
+#[test]
+fn loom_models_after_func_stop_vs_fire() {
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    model(|| {
+        let (ctx, guard) = Context::background().with_cancel();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let registration = ctx.after_func(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let canceller = thread::spawn(move || guard.cancel());
+        let stopped = registration.stop();
+        canceller.join().unwrap();
+        // Under loom the callback runs inline in the canceller.
+        assert_eq!(ran.load(Ordering::SeqCst) + usize::from(stopped), 1);
+        assert_eq!(ctx.child_count(), 0);
+    });
+}
+
+/// `cause()` read while cancel writes it: whoever sees the error sees the
+/// cause, and it is the one cause written.
+#[test]
+fn loom_models_cause_vs_cancel() {
+    model(|| {
+        let (ctx, guard) = Context::background().with_cancel();
+        let reader = {
+            let ctx = ctx.clone();
+            thread::spawn(move || {
+                if ctx.err().is_some() {
+                    assert_eq!(ctx.cause().unwrap().to_string(), "why");
+                }
+                if let Some(cause) = ctx.cause() {
+                    assert_eq!(cause.to_string(), "why");
+                    assert_eq!(ctx.err(), Some(Error::Canceled));
+                }
+            })
+        };
+        guard.cancel_with_cause(Cause::msg("why"));
+        reader.join().unwrap();
+    });
+}
