@@ -33,9 +33,11 @@ pub(crate) trait Park {
 }
 
 /// The real clock and condvar timeouts.
+#[cfg(not(loom))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SystemPark;
 
+#[cfg(not(loom))]
 impl Park for SystemPark {
     fn now(&self) -> Instant {
         Instant::now()

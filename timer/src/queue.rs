@@ -311,7 +311,11 @@ impl<T> Queue<T> {
             free += 1;
             assert!(free <= self.slots.len(), "free list cycle");
         }
-        assert_eq!(free + occupied, self.slots.len(), "every slot is live or free");
+        assert_eq!(
+            free + occupied,
+            self.slots.len(),
+            "every slot is live or free"
+        );
     }
 
     #[cfg(test)]

@@ -4,7 +4,9 @@
 //! `--cfg loom` builds swap in loom's mocks so the models in `loom_tests`
 //! explore every interleaving of the real code. Both sides expose the same
 //! small API: `Mutex::lock()` returns the guard directly (no poisoning), and
-//! `Condvar::wait*` take and return the guard by value.
+//! `Condvar::wait*` take and return the guard by value. Only normal builds
+//! have the timed `wait_until`: loom has no time, and its models park with
+//! untimed waits.
 //!
 //! The alarm API ([`AlarmArc`], [`AlarmWeak`]) always uses the standard
 //! library's `Arc`/`Weak`: loom has no `Weak`, and a trait method with a
@@ -61,8 +63,6 @@ mod imp_std {
 
 #[cfg(loom)]
 mod imp_loom {
-    use std::time::Instant;
-
     pub(crate) use loom::sync::{Arc, MutexGuard};
 
     /// loom's mutex with a `parking_lot`-style `lock()` (poisoning unwrapped:
@@ -91,15 +91,6 @@ mod imp_loom {
 
         pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
             self.0.wait(guard).unwrap_or_else(|e| e.into_inner())
-        }
-
-        /// loom has no time: this is an untimed wait, woken only by a notify.
-        pub(crate) fn wait_until<'a, T>(
-            &self,
-            guard: MutexGuard<'a, T>,
-            _deadline: Instant,
-        ) -> MutexGuard<'a, T> {
-            self.wait(guard)
         }
 
         pub(crate) fn notify_one(&self) {

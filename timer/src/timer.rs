@@ -122,7 +122,9 @@ impl Timer {
         }
         #[cfg(loom)]
         {
-            panic!("cancelctx-timer: Timer::global() is unavailable under cfg(loom); use Timer::manual()")
+            panic!(
+                "cancelctx-timer: Timer::global() is unavailable under cfg(loom); use Timer::manual()"
+            )
         }
     }
 

@@ -103,7 +103,10 @@ fn insert_reports_new_top() {
     let mut q = Queue::new();
     assert!(q.insert(ms(base, 10), ()).1, "first entry is the top");
     assert!(!q.insert(ms(base, 20), ()).1, "later entry is not");
-    assert!(!q.insert(ms(base, 10), ()).1, "equal deadline queues behind");
+    assert!(
+        !q.insert(ms(base, 10), ()).1,
+        "equal deadline queues behind"
+    );
     assert!(q.insert(ms(base, 5), ()).1, "earlier entry is the new top");
 }
 
@@ -168,7 +171,11 @@ fn stale_key_does_not_match_reused_slot() {
     let (new, _) = q.insert(ms(base, 2), "new");
     assert_eq!(new.index, old.index, "slot reused");
     assert_ne!(new.seq, old.seq, "with a new generation");
-    assert_eq!(q.remove(old), None, "stale key must not remove the new entry");
+    assert_eq!(
+        q.remove(old),
+        None,
+        "stale key must not remove the new entry"
+    );
     assert!(q.get_mut(old).is_none());
     assert_eq!(q.len(), 1);
     assert_eq!(q.remove(new), Some("new"));

@@ -1,0 +1,270 @@
+//! The real timer thread. Bounds are generous: this may run on a loaded
+//! 2-core machine. Never-early checks are strict.
+#![cfg(not(loom))]
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::{Duration, Instant};
+
+use cancelctx_timer::{Entry, Timer};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Sends the dropping thread's name when dropped.
+struct DropSignal(mpsc::Sender<Option<String>>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let name = std::thread::current().name().map(String::from);
+        let _ = self.0.send(name);
+    }
+}
+
+#[test]
+fn fires_shortly_after_the_deadline_never_before() {
+    let timer = Timer::new();
+    let (tx, rx) = mpsc::channel();
+    for ahead_ms in [1, 2, 3] {
+        let at = Instant::now() + Duration::from_millis(ahead_ms);
+        let tx = tx.clone();
+        timer.schedule(at, move || tx.send((at, Instant::now())).unwrap());
+    }
+    for _ in 0..3 {
+        let (at, fired) = rx.recv_timeout(PATIENCE).expect("entry did not fire");
+        assert!(fired >= at, "fired {:?} early", at - fired);
+    }
+    let stats = timer.stats();
+    assert_eq!((stats.fired, stats.armed), (3, 0));
+    assert!(stats.worst_lateness < PATIENCE);
+}
+
+#[test]
+fn callbacks_run_on_the_named_thread() {
+    let timer = Timer::try_new().expect("spawn");
+    let (tx, rx) = mpsc::channel();
+    timer.schedule(Instant::now(), move || {
+        tx.send(std::thread::current().name().map(String::from))
+            .unwrap()
+    });
+    let name = rx.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(name.as_deref(), Some("cancelctx-timer"));
+}
+
+#[test]
+fn earlier_deadline_wakes_a_thread_parked_on_a_far_one() {
+    let timer = Timer::new();
+    let _far = timer.schedule(Instant::now() + Duration::from_secs(3600), || {
+        panic!("far entry fired")
+    });
+    // Let the thread start and park on the far deadline.
+    std::thread::sleep(Duration::from_millis(50));
+    let (tx, rx) = mpsc::channel();
+    let at = Instant::now() + Duration::from_millis(2);
+    let start = Instant::now();
+    timer.schedule(at, move || tx.send(Instant::now()).unwrap());
+    let fired = rx
+        .recv_timeout(PATIENCE)
+        .expect("parked thread was not woken");
+    assert!(fired >= at);
+    assert!(start.elapsed() < PATIENCE);
+    assert_eq!(timer.stats().armed, 1);
+}
+
+#[test]
+fn past_deadline_fires_at_the_next_turn() {
+    let timer = Timer::new();
+    let (tx, rx) = mpsc::channel();
+    let past = Instant::now();
+    std::thread::sleep(Duration::from_millis(1));
+    timer.schedule(past, move || tx.send(()).unwrap());
+    rx.recv_timeout(PATIENCE).unwrap();
+}
+
+#[test]
+fn panicking_callback_is_counted_and_later_deadlines_fire() {
+    let timer = Timer::new();
+    let now = Instant::now();
+    timer.schedule(now, || panic!("boom (expected by the test)"));
+    let (tx, rx) = mpsc::channel();
+    timer.schedule(now + Duration::from_millis(5), move || tx.send(()).unwrap());
+    rx.recv_timeout(PATIENCE)
+        .expect("thread died with the panic");
+    // The count is updated right after the panicking batch, before later
+    // entries are taken.
+    assert_eq!(timer.stats().panicked, 1);
+    let (tx, rx) = mpsc::channel();
+    timer.schedule(Instant::now(), move || tx.send(()).unwrap());
+    rx.recv_timeout(PATIENCE)
+        .expect("thread died with the panic");
+}
+
+#[test]
+fn cancel_races_fire_exactly_once() {
+    let timer = Timer::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let mut canceled = 0;
+    for i in 0..2_000u32 {
+        let ran = Arc::clone(&ran);
+        let at = Instant::now() + Duration::from_micros(u64::from(i % 50));
+        let entry = timer.schedule(at, move || {
+            ran.fetch_add(1, SeqCst);
+        });
+        if i % 3 == 0 {
+            std::thread::yield_now();
+        }
+        canceled += usize::from(entry.cancel());
+    }
+    // Wait for everything not canceled to fire.
+    let start = Instant::now();
+    while timer.stats().armed > 0 || ran.load(SeqCst) + canceled < 2_000 {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "entries lost: {:?}",
+            timer.stats()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(ran.load(SeqCst) + canceled, 2_000);
+    let stats = timer.stats();
+    assert_eq!(stats.fired as usize, ran.load(SeqCst));
+    assert_eq!(stats.canceled as usize, canceled);
+}
+
+#[test]
+fn many_threads_schedule_on_the_global_timer() {
+    let threads = 4;
+    let per_thread = 250;
+    let barrier = Arc::new(Barrier::new(threads));
+    let (tx, rx) = mpsc::channel();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let barrier = Arc::clone(&barrier);
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut kept: Vec<Entry> = Vec::new();
+                for i in 0..per_thread {
+                    let at = Instant::now() + Duration::from_micros(((t * 31 + i) % 400) as u64);
+                    let tx = tx.clone();
+                    let entry = Timer::global().schedule(at, move || tx.send(at).unwrap());
+                    if i % 2 == 0 {
+                        kept.push(entry);
+                    }
+                }
+                kept
+            })
+        })
+        .collect();
+    drop(tx);
+    let kept: Vec<Entry> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    for _ in 0..threads * per_thread {
+        let at = rx.recv_timeout(PATIENCE).expect("lost an entry");
+        assert!(Instant::now() >= at);
+    }
+    assert!(kept.iter().all(|e| !e.cancel()), "all fired already");
+}
+
+#[test]
+fn fire_due_on_a_threaded_timer_runs_on_the_caller() {
+    let timer = Timer::new();
+    let at = Instant::now() + Duration::from_secs(3600);
+    let (tx, rx) = mpsc::channel();
+    let entry = timer.schedule(at, move || {
+        tx.send(std::thread::current().name().map(String::from))
+            .unwrap()
+    });
+    assert_eq!(timer.fire_due(at), 1);
+    let name = rx.try_recv().expect("ran synchronously");
+    assert_ne!(name.as_deref(), Some("cancelctx-timer"));
+    assert!(!entry.cancel());
+}
+
+#[test]
+fn thread_exits_when_the_last_handle_and_entry_are_gone() {
+    let timer = Timer::new();
+    let (tx, rx) = mpsc::channel();
+    let guard = DropSignal(tx);
+    let entry = timer.schedule(Instant::now() + Duration::from_secs(3600), move || {
+        drop(guard);
+    });
+    // Make sure the thread is up.
+    futures::executor::block_on(timer.sleep(Duration::from_millis(1)));
+    drop(timer);
+    // The entry still holds the timer: nothing is dropped yet.
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+    assert!(entry.is_pending());
+    drop(entry);
+    // Shutdown: the pending callback is dropped unrun, on the timer thread.
+    let dropped_on = rx.recv_timeout(PATIENCE).expect("thread did not shut down");
+    assert_eq!(dropped_on.as_deref(), Some("cancelctx-timer"));
+}
+
+#[test]
+fn an_entry_keeps_a_dropped_timer_running() {
+    let timer = Timer::new();
+    let (tx, rx) = mpsc::channel();
+    let entry = timer.schedule(Instant::now() + Duration::from_millis(5), move || {
+        tx.send(()).unwrap()
+    });
+    drop(timer);
+    rx.recv_timeout(PATIENCE)
+        .expect("entry of a dropped timer did not fire");
+    assert!(!entry.cancel());
+}
+
+#[test]
+fn callback_may_drop_the_last_handle() {
+    let timer = Timer::new();
+    let (tx, rx) = mpsc::channel();
+    let (gtx, grx) = mpsc::channel();
+    let guard = DropSignal(gtx);
+    timer.schedule(Instant::now() + Duration::from_secs(3600), move || {
+        drop(guard)
+    });
+    let last = timer.clone();
+    timer.schedule(Instant::now(), move || {
+        drop(last); // shutdown requested from the timer thread itself
+        tx.send(()).unwrap();
+    });
+    drop(timer);
+    rx.recv_timeout(PATIENCE).unwrap();
+    let dropped_on = grx
+        .recv_timeout(PATIENCE)
+        .expect("thread did not shut down");
+    assert_eq!(dropped_on.as_deref(), Some("cancelctx-timer"));
+}
+
+#[test]
+fn lazily_started_timer_without_entries_has_no_thread_work() {
+    let timer = Timer::new();
+    assert_eq!(timer.stats().wakeups, 0);
+    assert_eq!(timer.next_deadline(), None);
+    assert!(format!("{timer:?}").contains("manual: false"));
+}
+
+/// Not an assertion of precision (the machine may be loaded), just a report:
+/// `cargo test -p cancelctx-timer --test thread -- --nocapture precision`.
+#[test]
+fn precision_report() {
+    let timer = Timer::new();
+    let mut late = Vec::new();
+    for i in 0..50u64 {
+        let at = Instant::now() + Duration::from_micros(500 + 37 * i);
+        let (tx, rx) = mpsc::channel();
+        timer.schedule(at, move || tx.send(Instant::now()).unwrap());
+        let fired = rx.recv_timeout(PATIENCE).unwrap();
+        assert!(fired >= at);
+        late.push(fired - at);
+    }
+    late.sort();
+    eprintln!(
+        "lateness: min {:?}, median {:?}, p90 {:?}, max {:?}",
+        late[0],
+        late[late.len() / 2],
+        late[late.len() * 9 / 10],
+        late[late.len() - 1]
+    );
+}
