@@ -37,7 +37,7 @@ impl<V: ?Sized + Any + Send + Sync> Drop for Link<V> {
     fn drop(&mut self) {
         // Release the cached scope first, so the parent chain may be unique.
         self.scope = None;
-        unlink_chain(mem::replace(&mut self.parent, Context::background()));
+        unlink_chain(mem::take(&mut self.parent));
     }
 }
 
@@ -60,5 +60,5 @@ pub(crate) fn without_cancel(parent: &Context) -> Arc<DynLink> {
 pub(crate) fn take_parent(mut link: Arc<DynLink>) -> Option<Context> {
     let link = Arc::get_mut(&mut link)?;
     link.scope = None;
-    Some(mem::replace(&mut link.parent, Context::background()))
+    Some(mem::take(&mut link.parent))
 }

@@ -57,6 +57,9 @@ const DONE: u8 = DONE_CANCELED | DONE_DEADLINE;
 /// Every descendant registered when the node was canceled is done too.
 const PROPAGATED: u8 = 0b100;
 
+/// An emptied slab keeps its memory up to this many slots.
+const KEEP_SLOTS: usize = 64;
+
 /// `slot` value of a node that sits in no slab.
 const NO_SLOT: usize = usize::MAX;
 
@@ -152,8 +155,14 @@ impl Children {
         self.next_free = idx;
         self.len -= 1;
         if self.len == 0 {
-            // Release the memory of a burst of children at once.
-            *self = Children::new();
+            if self.slots.capacity() > KEEP_SLOTS {
+                // Release the memory of a burst of children at once.
+                *self = Children::new();
+            } else {
+                // Keep a small slab: steady churn then allocates nothing.
+                self.slots.clear();
+                self.next_free = NO_SLOT;
+            }
         }
         Some(child)
     }
@@ -258,9 +267,7 @@ impl CancelNode {
     }
 
     pub(crate) fn cause(&self) -> Option<Cause> {
-        if self.err().is_none() {
-            return None;
-        }
+        self.err()?;
         self.inner.lock().cause.clone()
     }
 
@@ -431,7 +438,7 @@ impl CancelNode {
 impl Drop for CancelNode {
     fn drop(&mut self) {
         self.release();
-        unlink_chain(mem::replace(&mut self.parent, Context::background()));
+        unlink_chain(mem::take(&mut self.parent));
     }
 }
 
@@ -466,5 +473,5 @@ pub(crate) fn take_parent(node: Arc<CancelNode>) -> Option<Context> {
     let mut node = Arc::into_inner(node)?;
     // Release while the parent is still known: `Drop` will not know it.
     node.release();
-    Some(mem::replace(&mut node.parent, Context::background()))
+    Some(mem::take(&mut node.parent))
 }
