@@ -82,7 +82,9 @@ pub(crate) fn run<P: Park>(shared: &Shared, park: &P) {
             continue;
         }
         let until = st.queue.next_deadline();
+        st.parked = Some(until);
         st = park.park(shared, st, until);
+        st.parked = None;
         st.counters.wakeups += 1;
     }
     st.mode = Mode::Stopped;

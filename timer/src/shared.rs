@@ -38,6 +38,11 @@ pub(crate) struct State {
     pub(crate) mode: Mode,
     /// Set when the last [`crate::Timer`] handle (and so the last entry) is gone.
     pub(crate) shutdown: bool,
+    /// What the thread is waiting for: `None` while it runs (it will read the
+    /// queue before it parks again), `Some(None)` parked with nothing
+    /// scheduled, `Some(Some(t))` parked until `t`. An insert notifies only
+    /// when it would otherwise be missed: an entry earlier than `t`.
+    pub(crate) parked: Option<Option<Instant>>,
 }
 
 impl State {
@@ -73,6 +78,7 @@ impl Shared {
                 counters: Counters::default(),
                 mode,
                 shutdown: false,
+                parked: None,
             }),
             cv: Condvar::new(),
         }
@@ -94,7 +100,21 @@ impl Shared {
         }
         let (key, new_top) = st.queue.insert(at, callback);
         st.counters.scheduled += 1;
-        let notify = new_top && st.mode == Mode::Running;
+        // A parked thread wakes by itself at `t`: it needs a notify only for an
+        // entry due before then. (Saves a futex wake per insert in the common
+        // case of steady timeouts, whose new deadlines come after the thread's.)
+        let notify = new_top
+            && st.mode == Mode::Running
+            && match st.parked {
+                Some(Some(t)) => at < t,
+                Some(None) => true,
+                None => false,
+            };
+        if notify {
+            // The thread will recompute once it runs; later inserts need not
+            // notify again.
+            st.parked = None;
+        }
         drop(st);
         if notify {
             self.cv.notify_one();
