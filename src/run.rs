@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use futures_core::Stream;
 use futures_core::future::FusedFuture;
+use futures_core::stream::FusedStream;
 use pin_project_lite::pin_project;
 
 use crate::context::Context;
@@ -54,6 +56,57 @@ impl<F: Future> Future for Run<F> {
 impl<F: Future> FusedFuture for Run<F> {
     fn is_terminated(&self) -> bool {
         self.future.is_none()
+    }
+}
+
+pin_project! {
+    /// Stream returned by [`Context::run_stream`]: the inner stream's items
+    /// until the context ends, then the end of the stream.
+    ///
+    /// # Cancellation safety
+    ///
+    /// When the context ends, the inner stream is dropped in place and the
+    /// stream ends; an item already produced is never lost (the context is
+    /// checked before polling the inner stream, not after).
+    #[must_use = "streams do nothing unless polled"]
+    #[derive(Debug)]
+    pub struct RunStream<S> {
+        done: Done,
+        #[pin]
+        stream: Option<S>,
+    }
+}
+
+impl<S: Stream> Stream for RunStream<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<S::Item>> {
+        let mut this = self.project();
+        let Some(stream) = this.stream.as_mut().as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        if Pin::new(&mut *this.done).poll(cx).is_ready() {
+            this.stream.set(None);
+            return Poll::Ready(None);
+        }
+        let item = std::task::ready!(stream.poll_next(cx));
+        if item.is_none() {
+            this.stream.set(None);
+        }
+        Poll::Ready(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.stream {
+            Some(stream) => (0, stream.size_hint().1),
+            None => (0, Some(0)),
+        }
+    }
+}
+
+impl<S: Stream> FusedStream for RunStream<S> {
+    fn is_terminated(&self) -> bool {
+        self.stream.is_none()
     }
 }
 
@@ -118,6 +171,26 @@ impl Context {
     /// ```
     pub fn run<F: Future>(&self, fut: F) -> Run<F> {
         Run { done: self.done(), future: Some(fut) }
+    }
+
+    /// The items of `stream` until it ends or this context ends, whichever
+    /// comes first (check [`err`](Context::err) afterwards to tell which).
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use cancelctx::Context;
+    ///
+    /// let (ctx, guard) = Context::background().with_cancel();
+    /// let mut numbers = ctx.run_stream(futures::stream::iter(0..));
+    /// futures::executor::block_on(async {
+    ///     assert_eq!(numbers.next().await, Some(0));
+    ///     assert_eq!(numbers.next().await, Some(1));
+    ///     guard.cancel();
+    ///     assert_eq!(numbers.next().await, None);
+    /// });
+    /// ```
+    pub fn run_stream<S: Stream>(&self, stream: S) -> RunStream<S> {
+        RunStream { done: self.done(), stream: Some(stream) }
     }
 
     /// Sleeps for `duration` unless this context ends first: `Ok(())` after

@@ -221,3 +221,23 @@ fn done_on_many_threads_with_a_deadline() {
 fn assert_unpin_done(done: cancelctx::Done) -> Pin<Box<cancelctx::Done>> {
     Box::pin(done)
 }
+
+#[test]
+fn run_stream_yields_until_the_context_ends() {
+    use futures::StreamExt;
+    use futures::stream::FusedStream;
+    let (ctx, guard) = Context::background().with_cancel();
+    let mut s = ctx.run_stream(futures::stream::iter(0..3));
+    let all: Vec<_> = futures::executor::block_on((&mut s).collect());
+    assert_eq!(all, vec![0, 1, 2]);
+    assert!(s.is_terminated());
+
+    let mut s = ctx.run_stream(futures::stream::pending::<u8>());
+    let (counter, waker) = CountingWaker::new();
+    let mut cx = TaskContext::from_waker(&waker);
+    assert!(s.poll_next_unpin(&mut cx).is_pending());
+    guard.cancel();
+    assert_eq!(counter.wakes(), 1);
+    assert_eq!(s.poll_next_unpin(&mut cx), Poll::Ready(None));
+    assert!(s.is_terminated());
+}
