@@ -56,7 +56,9 @@ impl Registration {
     fn transition(&self, to: u8) -> bool {
         // AcqRel: the winner's later reads of `callback` and `keep_alive`
         // see what the registering thread wrote.
-        self.state.compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        self.state
+            .compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 }
 

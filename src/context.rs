@@ -1,6 +1,7 @@
 //! The [`Context`] handle: deriving, observing and naming contexts.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,7 +54,9 @@ impl Context {
     /// Free to create.
     #[doc(alias = "Background")]
     pub fn background() -> Context {
-        Context { repr: Repr::Background }
+        Context {
+            repr: Repr::Background,
+        }
     }
 
     /// A root like [`background`](Context::background), for code that does
@@ -172,16 +175,30 @@ impl Context {
     ) -> (Context, CancelGuard) {
         let node = CancelNode::new(self, deadline, cause, now, None);
         let guard = CancelGuard::new(&node);
-        (Context { repr: Repr::Cancel(node) }, guard)
+        (
+            Context {
+                repr: Repr::Cancel(node),
+            },
+            guard,
+        )
     }
 
     /// Like [`with_deadline`](Context::with_deadline) on a timer of the
     /// caller's choice (the loom models use a manual timer).
     #[cfg(all(test, loom))]
-    pub(crate) fn with_deadline_on(&self, deadline: Instant, timer: &Timer) -> (Context, CancelGuard) {
+    pub(crate) fn with_deadline_on(
+        &self,
+        deadline: Instant,
+        timer: &Timer,
+    ) -> (Context, CancelGuard) {
         let node = CancelNode::new(self, Some(deadline), None, Instant::now(), Some(timer));
         let guard = CancelGuard::new(&node);
-        (Context { repr: Repr::Cancel(node) }, guard)
+        (
+            Context {
+                repr: Repr::Cancel(node),
+            },
+            guard,
+        )
     }
 
     /// A child carrying `value`, found by [`value::<T>`](Context::value) here
@@ -201,7 +218,49 @@ impl Context {
     /// ```
     #[doc(alias = "WithValue")]
     pub fn with_value<T: Send + Sync + 'static>(&self, value: T) -> Context {
-        Context { repr: Repr::Link(link::value(self, value)) }
+        Context {
+            repr: Repr::Link(link::value(self, value)),
+        }
+    }
+
+    /// A child carrying a name, shown by `Display` and in reports: the name of
+    /// this context and of every context derived from it until a nearer name.
+    ///
+    /// Name a context before deriving the cancelable context it describes:
+    /// `parent.named("db-query").with_timeout(d)`. One heap allocation
+    /// (none for the name itself when it is a `&'static str`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancelctx::Context;
+    ///
+    /// let (ctx, _guard) = Context::background().named("db-query").with_timeout(Duration::from_secs(1));
+    /// assert_eq!(ctx.name(), Some("db-query"));
+    /// assert!(ctx.to_string().starts_with("context.Background.Named(db-query).WithDeadline("));
+    /// ```
+    pub fn named(&self, name: impl Into<Cow<'static, str>>) -> Context {
+        Context {
+            repr: Repr::Link(link::named(self, name.into())),
+        }
+    }
+
+    /// The nearest name on this context's chain (see
+    /// [`named`](Context::named)).
+    pub fn name(&self) -> Option<&str> {
+        let mut ctx = self;
+        loop {
+            ctx = match &ctx.repr {
+                Repr::Link(link) => {
+                    if let LinkKind::Named = link.kind {
+                        let name = (&link.value as &dyn Any).downcast_ref::<Cow<'static, str>>();
+                        return name.map(|n| &**n);
+                    }
+                    &link.parent
+                }
+                Repr::Cancel(node) => &node.parent,
+                Repr::Background | Repr::Todo => return None,
+            };
+        }
     }
 
     /// A child that keeps this context's values but is never canceled and has
@@ -221,7 +280,9 @@ impl Context {
     /// ```
     #[doc(alias = "WithoutCancel")]
     pub fn without_cancel(&self) -> Context {
-        Context { repr: Repr::Link(link::without_cancel(self)) }
+        Context {
+            repr: Repr::Link(link::without_cancel(self)),
+        }
     }
 
     /// Why this context is done: `None` while it is live, then
@@ -276,7 +337,8 @@ impl Context {
     /// assert!(ctx.remaining().unwrap() <= Duration::from_secs(60));
     /// ```
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline().map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// The nearest value of type `T` on this context's chain.
@@ -369,6 +431,12 @@ impl Context {
             Repr::Link(link) => match link.kind {
                 LinkKind::Value { type_name, .. } => write!(f, ".WithValue({type_name}, ..)"),
                 LinkKind::WithoutCancel => f.write_str(".WithoutCancel"),
+                LinkKind::Named => {
+                    match (&link.value as &dyn Any).downcast_ref::<Cow<'static, str>>() {
+                        Some(name) => write!(f, ".Named({name})"),
+                        None => f.write_str(".Named"),
+                    }
+                }
             },
         }
     }

@@ -26,7 +26,11 @@ struct Waiter {
 }
 
 impl Waiter {
-    fn poll_with<'a, S: Strategy<'a>>(&mut self, strategy: &mut S, cx: &mut S::Context) -> Poll<Error> {
+    fn poll_with<'a, S: Strategy<'a>>(
+        &mut self,
+        strategy: &mut S,
+        cx: &mut S::Context,
+    ) -> Poll<Error> {
         loop {
             if let Some(err) = self.node.err() {
                 self.listener = None;
@@ -97,7 +101,10 @@ impl fmt::Debug for Done {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Done")
             .field("err", &self.waiter.as_ref().and_then(|w| w.node.err()))
-            .field("listening", &self.waiter.as_ref().is_some_and(|w| w.listener.is_some()))
+            .field(
+                "listening",
+                &self.waiter.as_ref().is_some_and(|w| w.listener.is_some()),
+            )
             .finish()
     }
 }
@@ -109,7 +116,10 @@ impl Context {
     /// Never allocates for a context that is already done.
     #[doc(alias = "Done")]
     pub fn done(&self) -> Done {
-        Done { waiter: self.waiter(), terminated: false }
+        Done {
+            waiter: self.waiter(),
+            terminated: false,
+        }
     }
 
     /// Blocks the calling thread until this context is done.
@@ -191,7 +201,10 @@ impl Context {
     }
 
     fn waiter(&self) -> Option<Waiter> {
-        self.scope().map(|node| Waiter { node: node.clone(), listener: None })
+        self.scope().map(|node| Waiter {
+            node: node.clone(),
+            listener: None,
+        })
     }
 }
 

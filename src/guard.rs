@@ -5,6 +5,7 @@ use std::sync::{Arc, Weak};
 
 use crate::error::{Cause, Error};
 use crate::node::CancelNode;
+use crate::observe::End;
 
 /// Cancels the context it came with when used or dropped: Go's `cancel`
 /// function with the `defer cancel()` built in.
@@ -43,7 +44,9 @@ pub struct CancelGuard {
 
 impl CancelGuard {
     pub(crate) fn new(node: &Arc<CancelNode>) -> CancelGuard {
-        CancelGuard { node: Arc::downgrade(node) }
+        CancelGuard {
+            node: Arc::downgrade(node),
+        }
     }
 
     /// Cancels the context and all its descendants with
@@ -52,7 +55,7 @@ impl CancelGuard {
     #[doc(alias = "CancelFunc")]
     pub fn cancel(&self) {
         if let Some(node) = self.node.upgrade() {
-            node.cancel(Error::Canceled, None);
+            node.cancel(Error::Canceled, None, End::Explicit);
         }
     }
 
@@ -61,7 +64,7 @@ impl CancelGuard {
     #[doc(alias = "CancelCauseFunc")]
     pub fn cancel_with_cause(&self, cause: impl Into<Cause>) {
         if let Some(node) = self.node.upgrade() {
-            node.cancel(Error::Canceled, Some(cause.into()));
+            node.cancel(Error::Canceled, Some(cause.into()), End::Explicit);
         }
     }
 
@@ -93,6 +96,8 @@ impl fmt::Debug for CancelGuard {
             Some(node) if node.err().is_some() => "done",
             Some(_) => "live",
         };
-        f.debug_struct("CancelGuard").field("context", &state).finish()
+        f.debug_struct("CancelGuard")
+            .field("context", &state)
+            .finish()
     }
 }

@@ -75,30 +75,41 @@
 //! See `ARCHITECTURE.md` in the repository for the code map and invariants.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod after_func;
 mod context;
 mod done;
 mod error;
 mod guard;
+mod group;
 mod link;
 #[cfg(all(test, loom))]
 mod loom_models;
 mod node;
+mod observe;
 #[cfg(not(loom))]
 mod pool;
+#[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
+pub mod registry;
 mod run;
 mod stats;
 mod sync;
 
 pub mod grpc_timeout;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 pub use crate::after_func::AfterFunc;
 pub use crate::context::Context;
 pub use crate::done::Done;
 pub use crate::error::{Cause, Error};
 pub use crate::guard::CancelGuard;
-pub use crate::run::{Run, Sleep};
+pub use crate::group::{Group, GroupScope, Spawner, Wait};
+pub use crate::run::{Run, RunStream, Sleep};
+pub use crate::observe::ContextCounts;
 pub use crate::stats::{Stats, stats};
 
 /// The timer crate behind every deadline, for direct use (`Timer::global()`).

@@ -1,11 +1,12 @@
-//! Non-cancelable links in a context chain: request-scoped values and
-//! `without_cancel`.
+//! Non-cancelable links in a context chain: request-scoped values, names
+//! and `without_cancel`.
 //!
 //! A link is one allocation holding its value inline (`Link<T>`, unsized to
 //! `Link<dyn Any>` inside [`Context`]). It caches its nearest cancelable
 //! ancestor so that `err()` and `done()` below a value are O(1), not a walk.
 
 use std::any::{Any, TypeId};
+use std::borrow::Cow;
 use std::mem;
 use std::sync::Arc;
 
@@ -16,9 +17,14 @@ use crate::node::{CancelNode, unlink_chain};
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum LinkKind {
     /// `with_value`: a value of the type `type_id`, named `type_name`.
-    Value { type_id: TypeId, type_name: &'static str },
+    Value {
+        type_id: TypeId,
+        type_name: &'static str,
+    },
     /// `without_cancel`: values pass, cancellation and deadline stop here.
     WithoutCancel,
+    /// `named`: the value is the name, a `Cow<'static, str>`.
+    Named,
 }
 
 pub(crate) struct Link<V: ?Sized + Any + Send + Sync> {
@@ -45,13 +51,30 @@ pub(crate) fn value<T: Send + Sync + 'static>(parent: &Context, value: T) -> Arc
     Arc::new(Link {
         parent: parent.clone(),
         scope: parent.scope().cloned(),
-        kind: LinkKind::Value { type_id: TypeId::of::<T>(), type_name: std::any::type_name::<T>() },
+        kind: LinkKind::Value {
+            type_id: TypeId::of::<T>(),
+            type_name: std::any::type_name::<T>(),
+        },
         value,
     })
 }
 
+pub(crate) fn named(parent: &Context, name: Cow<'static, str>) -> Arc<DynLink> {
+    Arc::new(Link {
+        parent: parent.clone(),
+        scope: parent.scope().cloned(),
+        kind: LinkKind::Named,
+        value: name,
+    })
+}
+
 pub(crate) fn without_cancel(parent: &Context) -> Arc<DynLink> {
-    Arc::new(Link { parent: parent.clone(), scope: None, kind: LinkKind::WithoutCancel, value: () })
+    Arc::new(Link {
+        parent: parent.clone(),
+        scope: None,
+        kind: LinkKind::WithoutCancel,
+        value: (),
+    })
 }
 
 /// For `Link`'s side of [`unlink_chain`]: a link that is uniquely owned gives

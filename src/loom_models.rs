@@ -88,7 +88,10 @@ fn loom_models_fire_vs_cancel_vs_drop() {
         drop(ctx);
         firer.join().unwrap();
         canceller.join().unwrap();
-        assert!(matches!(observer.err(), Some(Error::Canceled | Error::DeadlineExceeded)));
+        assert!(matches!(
+            observer.err(),
+            Some(Error::Canceled | Error::DeadlineExceeded)
+        ));
         assert_eq!(timer.stats().armed, 0);
     });
 }

@@ -44,6 +44,7 @@ use event_listener::{Event, Listener};
 use crate::after_func::Registration;
 use crate::context::Context;
 use crate::error::{Cause, Error};
+use crate::observe::{self, End};
 use crate::sync::{AtomicU8, AtomicUsize, Mutex, Ordering};
 
 /// The node is live.
@@ -84,6 +85,9 @@ pub(crate) struct CancelNode {
     /// Notified once the node is done (and again once `PROPAGATED`).
     pub(crate) event: Event,
     inner: Mutex<Inner>,
+    /// Age and registry slot (feature `registry`).
+    #[cfg(feature = "registry")]
+    pub(crate) meta: crate::registry::Meta,
 }
 
 struct Inner {
@@ -124,7 +128,11 @@ struct Children {
 
 impl Children {
     const fn new() -> Children {
-        Children { slots: Vec::new(), next_free: NO_SLOT, len: 0 }
+        Children {
+            slots: Vec::new(),
+            next_free: NO_SLOT,
+            len: 0,
+        }
     }
 
     fn insert(&mut self, child: Child) -> usize {
@@ -148,7 +156,8 @@ impl Children {
             Some(Slot::Occupied(child)) if child.is(addr) => {}
             _ => return None,
         }
-        let Slot::Occupied(child) = mem::replace(&mut self.slots[idx], Slot::Vacant(self.next_free))
+        let Slot::Occupied(child) =
+            mem::replace(&mut self.slots[idx], Slot::Vacant(self.next_free))
         else {
             unreachable!()
         };
@@ -181,17 +190,21 @@ struct Drained {
 /// Work a cancellation defers until the walk is over (invariant 5).
 #[derive(Default)]
 struct Aftermath {
-    nodes: Vec<Arc<CancelNode>>,
+    /// Nodes to notify; those this walk ended carry how (for `observe`).
+    nodes: Vec<(Arc<CancelNode>, Option<End>)>,
     timers: Vec<Entry>,
     funcs: Vec<Arc<Registration>>,
 }
 
 impl Aftermath {
-    fn finish(self) {
+    fn finish(self, err: Error, cause: &Cause) {
         for entry in &self.timers {
             entry.cancel();
         }
-        for node in &self.nodes {
+        for (node, how) in &self.nodes {
+            if let Some(how) = how {
+                observe::ended(node, err, *how, cause);
+            }
             node.event.notify(usize::MAX);
         }
         for func in &self.funcs {
@@ -231,22 +244,37 @@ impl CancelNode {
             state: AtomicU8::new(LIVE),
             slot: AtomicUsize::new(NO_SLOT),
             event: Event::new(),
-            inner: Mutex::new(Inner { cause: None, children: Children::new(), timer: None }),
+            inner: Mutex::new(Inner {
+                cause: None,
+                children: Children::new(),
+                timer: None,
+            }),
+            #[cfg(feature = "registry")]
+            meta: crate::registry::Meta::new(),
         });
+        observe::created();
+        #[cfg(feature = "registry")]
+        crate::registry::insert(&node);
         if let Some(scope) = parent.scope() {
             if let Err((err, cause)) = scope.register_node(&node) {
                 // A child of a done parent is done at construction.
-                node.cancel(err, Some(cause));
+                node.cancel(err, Some(cause), End::Parent);
                 return node;
             }
         }
         if let Some(at) = own {
             if at <= now {
-                node.cancel(Error::DeadlineExceeded, node.deadline_cause.clone());
+                node.cancel(
+                    Error::DeadlineExceeded,
+                    node.deadline_cause.clone(),
+                    End::Deadline,
+                );
                 return node;
             }
             let alarm: Weak<dyn Alarm> = Arc::downgrade(&node) as Weak<dyn Alarm>;
-            let entry = timer.unwrap_or_else(|| Timer::global()).schedule_alarm(at, alarm);
+            let entry = timer
+                .unwrap_or_else(|| Timer::global())
+                .schedule_alarm(at, alarm);
             let mut inner = node.inner.lock();
             // Relaxed: `state`'s done bits are written under this lock.
             if node.state.load(Ordering::Relaxed) == LIVE {
@@ -269,6 +297,12 @@ impl CancelNode {
     pub(crate) fn cause(&self) -> Option<Cause> {
         self.err()?;
         self.inner.lock().cause.clone()
+    }
+
+    /// The nearest name on the node's chain.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.parent.name()
     }
 
     /// Children and `after_func` registrations now registered.
@@ -301,7 +335,9 @@ impl CancelNode {
         let mut inner = self.inner.lock();
         // Relaxed: written under this same lock (`register_func`).
         let idx = reg.slot.load(Ordering::Relaxed);
-        let removed = inner.children.remove(idx, reg as *const Registration as *const ());
+        let removed = inner
+            .children
+            .remove(idx, reg as *const Registration as *const ());
         drop(inner);
         drop(removed);
     }
@@ -310,7 +346,13 @@ impl CancelNode {
         // Relaxed: the done bits are written under the lock the caller holds.
         match decode(self.state.load(Ordering::Relaxed)) {
             None => Ok(()),
-            Some(err) => Err((err, inner.cause.clone().unwrap_or_else(|| Cause::from_error(err)))),
+            Some(err) => Err((
+                err,
+                inner
+                    .cause
+                    .clone()
+                    .unwrap_or_else(|| Cause::from_error(err)),
+            )),
         }
     }
 
@@ -322,7 +364,9 @@ impl CancelNode {
         let mut inner = scope.inner.lock();
         // Relaxed: written under this same lock (`register_node`).
         let idx = self.slot.swap(NO_SLOT, Ordering::Relaxed);
-        let removed = inner.children.remove(idx, self as *const CancelNode as *const ());
+        let removed = inner
+            .children
+            .remove(idx, self as *const CancelNode as *const ());
         drop(inner);
         drop(removed);
     }
@@ -348,7 +392,7 @@ impl CancelNode {
 
     /// Cancels this node and every descendant, without recursion; returns once
     /// all of them are done (invariant 4). Idempotent: the first cause wins.
-    pub(crate) fn cancel(self: &Arc<Self>, err: Error, cause: Option<Cause>) {
+    pub(crate) fn cancel(self: &Arc<Self>, err: Error, cause: Option<Cause>, how: End) {
         let cause = cause.unwrap_or_else(|| Cause::from_error(err));
         let Some(drained) = self.mark(err, &cause) else {
             self.wait_propagated();
@@ -360,18 +404,27 @@ impl CancelNode {
             if let Some(entry) = drained.timer {
                 entry.cancel();
             }
+            observe::ended(self, err, how, &cause);
             self.event.notify(usize::MAX);
             return;
         }
         let mut after = Aftermath::default();
         after.timers.extend(drained.timer);
-        let mut stack = vec![Frame { node: self.clone(), children: drained.children.into_iter() }];
+        let mut stack = vec![Frame {
+            node: self.clone(),
+            children: drained.children.into_iter(),
+        }];
         while let Some(top) = stack.last_mut() {
             let Some(slot) = top.children.next() else {
                 let frame = stack.pop().expect("stack is not empty");
                 // Release: pairs with the Acquire in `wait_propagated`.
                 frame.node.state.fetch_or(PROPAGATED, Ordering::Release);
-                after.nodes.push(frame.node);
+                let ended = if Arc::ptr_eq(&frame.node, self) {
+                    how
+                } else {
+                    End::Parent
+                };
+                after.nodes.push((frame.node, Some(ended)));
                 continue;
             };
             match slot {
@@ -379,16 +432,21 @@ impl CancelNode {
                 Slot::Occupied(Child::Func(reg)) => after.funcs.push(reg),
                 Slot::Occupied(Child::Node(weak)) => {
                     // A failed upgrade is a child being dropped right now.
-                    let Some(child) = weak.upgrade() else { continue };
+                    let Some(child) = weak.upgrade() else {
+                        continue;
+                    };
                     match child.mark(err, &cause) {
                         Some(d) => {
                             after.timers.extend(d.timer);
-                            stack.push(Frame { node: child, children: d.children.into_iter() });
+                            stack.push(Frame {
+                                node: child,
+                                children: d.children.into_iter(),
+                            });
                         }
                         None => {
                             // Canceled by another thread: wait for its walk.
                             child.wait_propagated();
-                            after.nodes.push(child);
+                            after.nodes.push((child, None));
                         }
                     }
                 }
@@ -397,7 +455,7 @@ impl CancelNode {
         // Only now leave the parent's slab: a parent canceled meanwhile must
         // find this node and wait for its `PROPAGATED` (invariant 4).
         self.unregister();
-        after.finish();
+        after.finish(err, &cause);
     }
 
     /// Blocks until invariant 4 holds for this done node.
@@ -415,8 +473,11 @@ impl CancelNode {
 
 impl Alarm for CancelNode {
     fn fire(self: Arc<Self>) {
+        if let Some(deadline) = self.deadline {
+            observe::deadline_fired(Instant::now().saturating_duration_since(deadline));
+        }
         let cause = self.deadline_cause.clone();
-        self.cancel(Error::DeadlineExceeded, cause);
+        self.cancel(Error::DeadlineExceeded, cause, End::Deadline);
     }
 }
 
@@ -438,6 +499,8 @@ impl CancelNode {
 impl Drop for CancelNode {
     fn drop(&mut self) {
         self.release();
+        #[cfg(feature = "registry")]
+        crate::registry::remove(&self.meta);
         unlink_chain(mem::take(&mut self.parent));
     }
 }

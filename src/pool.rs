@@ -64,7 +64,14 @@ impl Pool {
             .idle
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
             .is_ok();
-        let job = if claimed { job } else { match self.spawn(job) { Ok(()) => return, Err(job) => job } };
+        let job = if claimed {
+            job
+        } else {
+            match self.spawn(job) {
+                Ok(()) => return,
+                Err(job) => job,
+            }
+        };
         // Unbounded channel: `send` fails only if the receiver is gone, and
         // `self` owns one.
         let _ = self.sender.send(job);
@@ -95,7 +102,9 @@ impl Pool {
             Ok(_) => Ok(()),
             Err(err) => {
                 self.threads.fetch_sub(1, Ordering::Relaxed);
-                eprintln!("cancelctx: could not start a callback thread ({err}); the callback waits for a running one");
+                eprintln!(
+                    "cancelctx: could not start a callback thread ({err}); the callback waits for a running one"
+                );
                 let job = cell.lock().take().expect("the thread never started");
                 Err(job)
             }
@@ -132,7 +141,10 @@ impl Pool {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(job)) {
             // Relaxed: a statistic.
             self.panicked.fetch_add(1, Ordering::Relaxed);
-            eprintln!("cancelctx: an after_func callback panicked: {}", panic_message(&*payload));
+            eprintln!(
+                "cancelctx: an after_func callback panicked: {}",
+                panic_message(&*payload)
+            );
         }
     }
 

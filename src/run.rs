@@ -170,7 +170,10 @@ impl Context {
     /// assert_eq!(result, Err(Error::DeadlineExceeded));
     /// ```
     pub fn run<F: Future>(&self, fut: F) -> Run<F> {
-        Run { done: self.done(), future: Some(fut) }
+        Run {
+            done: self.done(),
+            future: Some(fut),
+        }
     }
 
     /// The items of `stream` until it ends or this context ends, whichever
@@ -190,7 +193,10 @@ impl Context {
     /// });
     /// ```
     pub fn run_stream<S: Stream>(&self, stream: S) -> RunStream<S> {
-        RunStream { done: self.done(), stream: Some(stream) }
+        RunStream {
+            done: self.done(),
+            stream: Some(stream),
+        }
     }
 
     /// Sleeps for `duration` unless this context ends first: `Ok(())` after

@@ -15,10 +15,14 @@ fn runs_once_after_cancel_on_a_pool_thread() {
     let (ctx, guard) = Context::background().with_cancel();
     let (tx, rx) = mpsc::channel();
     let registration = ctx.after_func(move || {
-        tx.send(std::thread::current().name().map(str::to_owned)).unwrap();
+        tx.send(std::thread::current().name().map(str::to_owned))
+            .unwrap();
     });
     assert_eq!(ctx.child_count(), 1);
-    assert!(rx.recv_timeout(Duration::from_millis(20)).is_err(), "ran before cancel");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(20)).is_err(),
+        "ran before cancel"
+    );
     guard.cancel();
     let name = rx.recv_timeout(PATIENCE).expect("callback ran").unwrap();
     assert!(name.starts_with("cancelctx-callback-"), "{name}");
@@ -75,11 +79,14 @@ fn a_panicking_callback_is_reported_and_the_pool_lives_on() {
     let _a = ctx.after_func(|| panic!("deliberate test panic"));
     let (tx, rx) = mpsc::channel();
     guard.cancel();
-    eventually("the panic was counted", || cancelctx::stats().callbacks_panicked > before);
+    eventually("the panic was counted", || {
+        cancelctx::stats().callbacks_panicked > before
+    });
     let (ctx, guard) = Context::background().with_cancel();
     let _b = ctx.after_func(move || tx.send(()).unwrap());
     drop(guard);
-    rx.recv_timeout(PATIENCE).expect("pool still runs callbacks");
+    rx.recv_timeout(PATIENCE)
+        .expect("pool still runs callbacks");
 }
 
 #[test]
@@ -122,6 +129,9 @@ fn a_callback_may_create_and_cancel_contexts() {
         drop(g);
         tx.send(inner.err()).unwrap();
     });
-    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Some(cancelctx::Error::Canceled));
+    assert_eq!(
+        rx.recv_timeout(PATIENCE).unwrap(),
+        Some(cancelctx::Error::Canceled)
+    );
     drop(guard);
 }

@@ -58,15 +58,26 @@ fn allocations_per_operation() {
     let bg = Context::background();
     assert_eq!(allocs_per_op(|| drop(Context::background())), 0.0);
 
-    assert_eq!(allocs_per_op(|| drop(bg.with_cancel())), 1.0, "with_cancel + cancel");
+    assert_eq!(
+        allocs_per_op(|| drop(bg.with_cancel())),
+        1.0,
+        "with_cancel + cancel"
+    );
     let (parent, _g) = bg.with_cancel();
-    assert_eq!(allocs_per_op(|| drop(parent.with_cancel())), 1.0, "with_cancel under a cancelable parent");
+    assert_eq!(
+        allocs_per_op(|| drop(parent.with_cancel())),
+        1.0,
+        "with_cancel under a cancelable parent"
+    );
 
     let timer_parent = bg.with_value(0u8);
     let per_timeout = allocs_per_op(|| drop(timer_parent.with_timeout(Duration::from_secs(3600))));
     assert_eq!(per_timeout, 1.0, "with_timeout + cancel");
     let per_timeout = allocs_per_op(|| drop(parent.with_timeout(Duration::from_secs(3600))));
-    assert_eq!(per_timeout, 1.0, "with_timeout + cancel under a cancelable parent");
+    assert_eq!(
+        per_timeout, 1.0,
+        "with_timeout + cancel under a cancelable parent"
+    );
 
     assert_eq!(
         allocs_per_op(|| {
@@ -89,7 +100,11 @@ fn allocations_per_operation() {
             assert!(ended.err().is_some());
             assert!(ended.cause().is_some());
             let mut done = ended.done();
-            assert!(std::pin::Pin::new(&mut done).poll(&mut TaskContext::from_waker(waker)).is_ready());
+            assert!(
+                std::pin::Pin::new(&mut done)
+                    .poll(&mut TaskContext::from_waker(waker))
+                    .is_ready()
+            );
             drop(live.clone());
         }),
         0.0,

@@ -56,7 +56,10 @@ fn cancel_reaches_descendants_synchronously() {
     ga.cancel();
     for ctx in [&a, &b, &c, &d] {
         assert_eq!(ctx.err(), Some(Error::Canceled), "{ctx}");
-        assert_eq!(ctx.cause().unwrap().downcast_ref::<Error>(), Some(&Error::Canceled));
+        assert_eq!(
+            ctx.cause().unwrap().downcast_ref::<Error>(),
+            Some(&Error::Canceled)
+        );
     }
     assert_eq!(a.child_count(), 0);
 }
@@ -141,7 +144,10 @@ fn deadline_cause_only_for_deadline() {
     let (ctx, g) = Context::background().with_timeout_cause(Duration::from_secs(3600), Boom);
     g.cancel();
     assert_eq!(ctx.err(), Some(Error::Canceled));
-    assert_eq!(ctx.cause().unwrap().downcast_ref::<Error>(), Some(&Error::Canceled));
+    assert_eq!(
+        ctx.cause().unwrap().downcast_ref::<Error>(),
+        Some(&Error::Canceled)
+    );
 }
 
 #[test]
@@ -161,17 +167,26 @@ fn deadline_fires_not_early_within_patience() {
     let start = Instant::now();
     let (ctx, _g) = Context::background().with_timeout(Duration::from_millis(20));
     let deadline = ctx.deadline().unwrap();
-    assert_eq!(ctx.wait_done_timeout(PATIENCE), Some(Error::DeadlineExceeded));
+    assert_eq!(
+        ctx.wait_done_timeout(PATIENCE),
+        Some(Error::DeadlineExceeded)
+    );
     assert!(Instant::now() >= deadline, "fired early");
     assert!(start.elapsed() >= Duration::from_millis(20));
-    assert_eq!(ctx.cause().unwrap().downcast_ref::<Error>(), Some(&Error::DeadlineExceeded));
+    assert_eq!(
+        ctx.cause().unwrap().downcast_ref::<Error>(),
+        Some(&Error::DeadlineExceeded)
+    );
 }
 
 #[test]
 fn timeout_propagates_to_children() {
     let (parent, _g) = Context::background().with_timeout(Duration::from_millis(5));
     let (child, _gc) = parent.with_cancel();
-    assert_eq!(child.wait_done_timeout(PATIENCE), Some(Error::DeadlineExceeded));
+    assert_eq!(
+        child.wait_done_timeout(PATIENCE),
+        Some(Error::DeadlineExceeded)
+    );
     assert_eq!(parent.child_count(), 0);
 }
 
@@ -179,7 +194,10 @@ fn timeout_propagates_to_children() {
 fn detached_timeout_still_fires_while_observed() {
     let (ctx, guard) = Context::background().with_timeout(Duration::from_millis(5));
     guard.detach();
-    assert_eq!(ctx.wait_done_timeout(PATIENCE), Some(Error::DeadlineExceeded));
+    assert_eq!(
+        ctx.wait_done_timeout(PATIENCE),
+        Some(Error::DeadlineExceeded)
+    );
 }
 
 #[test]
@@ -205,17 +223,25 @@ fn hostile_durations_do_not_panic() {
     }
     for d in [Duration::ZERO, Duration::from_nanos(1)] {
         let (ctx, _g) = root.with_timeout_cause(d, Boom);
-        assert_eq!(ctx.wait_done_timeout(PATIENCE), Some(Error::DeadlineExceeded));
+        assert_eq!(
+            ctx.wait_done_timeout(PATIENCE),
+            Some(Error::DeadlineExceeded)
+        );
         assert!(ctx.cause().unwrap().is::<Boom>());
     }
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let (ctx, _g) = root.with_deadline(far);
     assert_eq!(ctx.deadline(), Some(far));
     assert!(!ctx.is_done());
-    let long_ago = Instant::now().checked_sub(Duration::from_secs(3600)).unwrap_or_else(Instant::now);
+    let long_ago = Instant::now()
+        .checked_sub(Duration::from_secs(3600))
+        .unwrap_or_else(Instant::now);
     let (ctx, _g) = root.with_deadline(long_ago);
     assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
-    assert_eq!(ctx.wait_done_deadline(long_ago), Some(Error::DeadlineExceeded));
+    assert_eq!(
+        ctx.wait_done_deadline(long_ago),
+        Some(Error::DeadlineExceeded)
+    );
     let (live, _g) = root.with_cancel();
     assert_eq!(live.wait_done_deadline(long_ago), None);
 }
@@ -231,7 +257,9 @@ fn duration_max_means_no_deadline() {
 #[test]
 fn values_are_keyed_by_type_nearest_wins() {
     struct Key(&'static str);
-    let ctx = Context::background().with_value(Key("outer")).with_value(5u32);
+    let ctx = Context::background()
+        .with_value(Key("outer"))
+        .with_value(5u32);
     let (mid, _g) = ctx.with_cancel();
     let inner = mid.with_value(Key("inner"));
     assert_eq!(inner.value::<Key>().unwrap().0, "inner");
@@ -266,9 +294,19 @@ fn display_names_the_chain_like_go() {
     let (c, _g) = bg.with_cancel();
     assert_eq!(c.to_string(), "context.Background.WithCancel");
     let (t, _g2) = bg.with_timeout(Duration::from_secs(5));
-    assert!(t.to_string().starts_with("context.Background.WithDeadline("), "{t}");
+    assert!(
+        t.to_string()
+            .starts_with("context.Background.WithDeadline("),
+        "{t}"
+    );
     let v = c.with_value(Key);
-    assert_eq!(v.to_string(), format!("context.Background.WithCancel.WithValue({}, ..)", std::any::type_name::<Key>()));
+    assert_eq!(
+        v.to_string(),
+        format!(
+            "context.Background.WithCancel.WithValue({}, ..)",
+            std::any::type_name::<Key>()
+        )
+    );
     assert_eq!(v.without_cancel().to_string(), format!("{v}.WithoutCancel"));
     let dbg = format!("{v:?}");
     assert!(dbg.contains("err: None"), "{dbg}");
@@ -286,9 +324,7 @@ fn many_thread_cancel_storm_wakes_every_waiter() {
                 if i % 2 == 0 {
                     child.wait_done_timeout(PATIENCE)
                 } else {
-                    futures::executor::block_on(async {
-                        Some(child.done().await)
-                    })
+                    futures::executor::block_on(async { Some(child.done().await) })
                 }
             }));
         }
@@ -333,7 +369,10 @@ fn concurrent_cancels_of_overlapping_subtrees_are_synchronous() {
             })
         };
         ga.cancel();
-        assert!(leaves.iter().all(Context::is_done), "cancel returned before the subtree was done");
+        assert!(
+            leaves.iter().all(Context::is_done),
+            "cancel returned before the subtree was done"
+        );
         assert!(t.join().unwrap());
         drop(guards);
     }

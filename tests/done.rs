@@ -78,7 +78,11 @@ fn done_of_a_root_never_completes_and_never_wakes() {
     let (counter, waker) = CountingWaker::new();
     let mut done = Context::background().done();
     assert!(poll_once(&mut done, &waker).is_pending());
-    let mut wc = Context::background().with_cancel().0.without_cancel().done();
+    let mut wc = Context::background()
+        .with_cancel()
+        .0
+        .without_cancel()
+        .done();
     assert!(poll_once(&mut wc, &waker).is_pending());
     assert_eq!(counter.wakes(), 0);
 }
@@ -88,7 +92,10 @@ fn done_is_ready_at_once_when_already_done() {
     let (ctx, guard) = Context::background().with_cancel();
     guard.cancel();
     let (counter, waker) = CountingWaker::new();
-    assert_eq!(poll_once(&mut ctx.done(), &waker), Poll::Ready(Error::Canceled));
+    assert_eq!(
+        poll_once(&mut ctx.done(), &waker),
+        Poll::Ready(Error::Canceled)
+    );
     assert_eq!(counter.wakes(), 0);
 }
 
@@ -100,7 +107,10 @@ fn deadline_wakes_a_polled_done_from_the_timer_thread() {
     if poll_once(&mut done, &waker).is_pending() {
         eventually("the timer woke the future", || counter.wakes() == 1);
     }
-    assert_eq!(poll_once(&mut done, &waker), Poll::Ready(Error::DeadlineExceeded));
+    assert_eq!(
+        poll_once(&mut done, &waker),
+        Poll::Ready(Error::DeadlineExceeded)
+    );
 }
 
 #[test]
@@ -157,8 +167,14 @@ fn run_returns_output_or_error_and_drops_the_inner_future() {
     guard.cancel();
     assert_eq!(counter.wakes(), 1);
     assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
-    assert_eq!(run.as_mut().poll(&mut cx), Poll::Ready(Err(Error::Canceled)));
-    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "inner future dropped on cancellation");
+    assert_eq!(
+        run.as_mut().poll(&mut cx),
+        Poll::Ready(Err(Error::Canceled))
+    );
+    assert!(
+        dropped.load(std::sync::atomic::Ordering::SeqCst),
+        "inner future dropped on cancellation"
+    );
     assert!(run.is_terminated());
 }
 
@@ -166,8 +182,14 @@ fn run_returns_output_or_error_and_drops_the_inner_future() {
 fn sleep_completes_not_early_or_errs_when_canceled() {
     let ctx = Context::background();
     let start = std::time::Instant::now();
-    assert_eq!(futures::executor::block_on(ctx.sleep(Duration::from_millis(5))), Ok(()));
-    assert!(start.elapsed() >= Duration::from_millis(5), "slept too little");
+    assert_eq!(
+        futures::executor::block_on(ctx.sleep(Duration::from_millis(5))),
+        Ok(())
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(5),
+        "slept too little"
+    );
 
     let (ctx, guard) = Context::background().with_cancel();
     let mut sleep = ctx.sleep(Duration::from_secs(3600));
@@ -175,7 +197,10 @@ fn sleep_completes_not_early_or_errs_when_canceled() {
     assert!(poll_once(&mut sleep, &waker).is_pending());
     guard.cancel();
     assert!(counter.wakes() >= 1);
-    assert_eq!(poll_once(&mut sleep, &waker), Poll::Ready(Err(Error::Canceled)));
+    assert_eq!(
+        poll_once(&mut sleep, &waker),
+        Poll::Ready(Err(Error::Canceled))
+    );
     assert!(sleep.is_terminated());
 
     // A sleep that cannot end before the context does.

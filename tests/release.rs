@@ -63,14 +63,18 @@ fn resources_are_released_at_once() {
         let _registration = ctx.after_func(move || tx.send(()).unwrap());
     }
     assert_eq!(root.child_count(), 1);
-    rx.recv_timeout(Duration::from_secs(10)).expect("the callback ran at the deadline");
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the callback ran at the deadline");
     common_eventually(|| root.child_count() == 0 && armed() == 0);
 }
 
 fn common_eventually(mut cond: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(10), "condition never held");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "condition never held"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }

@@ -1,0 +1,517 @@
+//! [`Group`]: Go's `errgroup` — members sharing a context that the first
+//! failure cancels, driven by the group's own future ([`Wait`]) or run on
+//! scoped threads ([`GroupScope`]).
+
+mod admission;
+mod members;
+mod scope;
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context as TaskContext, Poll};
+
+use futures_core::future::FusedFuture;
+
+use self::admission::Shared;
+use self::members::{Outcome, Ready, Slots, panic_cause};
+pub use self::scope::GroupScope;
+use crate::context::Context;
+use crate::error::Cause;
+
+/// Members working on parts of one task, sharing a context that the first
+/// failure cancels: Go's `errgroup.Group`, on every executor.
+///
+/// [`Group::new`] derives the group's [`context`](Group::context) from a
+/// parent. [`spawn`](Group::spawn) adds async members;
+/// [`wait`](Group::wait) drives them all concurrently inside the future it
+/// returns (no executor spawn, so it works on every executor, and members may
+/// borrow data that outlives the group: the `'a` in `Group<'a>`) until every
+/// member has finished, then returns the first error. For members on threads,
+/// use [`Group::scope`].
+///
+/// Members only make progress while [`Wait`] is polled, the way the futures
+/// in a `FuturesUnordered` do. A [`Spawner`] adds members from anywhere,
+/// including from inside a member. Members must be `Send`; data they borrow
+/// must be declared before the group (the group drops its members last).
+///
+/// # Errors and the group's context
+///
+/// Members return `Result<(), Cause>`: any `std::error::Error + Send + Sync +
+/// 'static` converts with `?` or `.into()`, and [`Cause::msg`] makes a
+/// plain-text one. The first member to fail cancels the group's context with
+/// its error as the [cause](Context::cause) (the same [`Cause`]:
+/// `downcast_ref` finds the member's error in both), and `wait` returns that
+/// error; later errors are dropped. When `wait` completes, the context is
+/// canceled too (with [`Error::Canceled`](crate::Error::Canceled) if nothing
+/// failed), as Go's `WithContext` documents. Like Go's group, a `Group` can
+/// be reused after `wait`: its first error is kept and later members see the
+/// canceled context.
+///
+/// # Limit
+///
+/// [`set_limit`](Group::set_limit) bounds how many members run at once. A
+/// member spawned beyond the limit is queued and starts, in spawn order, when
+/// a running one finishes; [`try_spawn`](Group::try_spawn) refuses it
+/// instead and hands it back.
+///
+/// # Panics
+///
+/// A member that panics is caught: the group's context is canceled with the
+/// cause `"group member panicked: <message>"` (unless an earlier failure set
+/// the cause), the other members keep running until they finish, and then
+/// [`Wait`] resumes the first panic with its original payload
+/// ([`std::panic::resume_unwind`]), so the waiter sees it as if it were its
+/// own. A panic takes precedence over an error. (Go's errgroup crashes the
+/// program; a Rust executor would swallow the panic or abort the task, so it
+/// goes to whoever waits instead.)
+///
+/// # Dropping
+///
+/// Dropping the group drops its members in place and cancels its context.
+///
+/// # Examples
+///
+/// ```
+/// use cancelctx::{Cause, Context, Group};
+///
+/// let mut group = Group::new(&Context::background());
+/// for name in ["alpha", "beta", "missing"] {
+///     let ctx = group.context().clone();
+///     group.spawn(async move {
+///         if name == "missing" {
+///             return Err(Cause::msg(format!("{name}: not found")));
+///         }
+///         ctx.done().await; // the others stop once a member fails
+///         Ok(())
+///     });
+/// }
+/// let err = futures::executor::block_on(group.wait()).unwrap_err();
+/// assert_eq!(err.to_string(), "missing: not found");
+/// assert_eq!(group.context().cause().unwrap().to_string(), "missing: not found");
+/// ```
+#[doc(alias = "errgroup")]
+pub struct Group<'a> {
+    shared: Arc<Shared<'a>>,
+    ctx: Context,
+    slots: Slots<'a>,
+    /// The indices to poll in one `Wait::poll`, kept for its allocation.
+    batch: Vec<usize>,
+    first_err: Option<Cause>,
+    panic: Option<Box<dyn Any + Send>>,
+}
+
+impl<'a> Group<'a> {
+    /// A group whose context is derived from `ctx`: canceled when a member
+    /// fails, when [`wait`](Group::wait) completes, when the group is dropped,
+    /// or when `ctx` ends. Go's `errgroup.WithContext`.
+    ///
+    /// ```
+    /// use cancelctx::{Context, Group};
+    ///
+    /// let (parent, guard) = Context::background().with_cancel();
+    /// let group = Group::new(&parent);
+    /// drop(guard);
+    /// assert!(group.context().is_done());
+    /// ```
+    #[doc(alias = "WithContext")]
+    pub fn new(ctx: &Context) -> Group<'a> {
+        let (ctx, guard) = ctx.with_cancel();
+        let ready = Arc::new(Ready::new());
+        let shared = Shared::new(guard, ready.clone());
+        Group {
+            shared: Arc::new(shared),
+            ctx,
+            slots: Slots::new(ready),
+            batch: Vec::new(),
+            first_err: None,
+            panic: None,
+        }
+    }
+
+    /// The group's context: hand a clone to each member so it stops early
+    /// once another member has failed.
+    ///
+    /// ```
+    /// use cancelctx::{Context, Group};
+    ///
+    /// let group = Group::new(&Context::background());
+    /// assert!(!group.context().is_done());
+    /// ```
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Bounds how many members run at once; `None` removes the bound. Takes
+    /// effect for members not yet started: raising it starts queued members
+    /// at once, lowering it below the number running stops none of them.
+    ///
+    /// With a limit of 0 nothing starts: a queued member would make
+    /// [`wait`](Group::wait) pend until the limit is raised. Unlike Go's
+    /// `SetLimit`, changing the limit while members run is allowed.
+    ///
+    /// ```
+    /// use cancelctx::{Cause, Context, Group};
+    ///
+    /// let group = Group::new(&Context::background());
+    /// group.set_limit(1);
+    /// assert!(group.try_spawn(async { Ok::<(), Cause>(()) }).is_ok());
+    /// assert!(group.try_spawn(async { Ok::<(), Cause>(()) }).is_err()); // full
+    /// group.set_limit(None);
+    /// assert!(group.try_spawn(async { Ok::<(), Cause>(()) }).is_ok());
+    /// ```
+    #[doc(alias = "SetLimit")]
+    pub fn set_limit(&self, limit: impl Into<Option<usize>>) {
+        self.shared.set_limit(limit.into());
+    }
+
+    /// Adds a member. It starts when [`wait`](Group::wait) is next polled,
+    /// or, if the group is at its [limit](Group::set_limit), waits its turn
+    /// in a queue. Go's `Group.Go`, without blocking.
+    ///
+    /// ```
+    /// use cancelctx::{Context, Group};
+    ///
+    /// let mut group = Group::new(&Context::background());
+    /// let ctx = group.context().clone();
+    /// group.spawn(async move {
+    ///     ctx.sleep(std::time::Duration::from_millis(1)).await?;
+    ///     Ok(())
+    /// });
+    /// assert!(futures::executor::block_on(group.wait()).is_ok());
+    /// ```
+    #[doc(alias = "Go")]
+    pub fn spawn<F>(&self, member: F)
+    where
+        F: Future<Output = Result<(), Cause>> + Send + 'a,
+    {
+        self.shared.spawn(Box::pin(member));
+    }
+
+    /// Adds a member only if it can start now, without queueing: `Err`
+    /// hands it back, unpolled, when the group is at its
+    /// [limit](Group::set_limit). Go's `Group.TryGo`.
+    ///
+    /// ```
+    /// use std::future::pending;
+    /// use cancelctx::{Context, Group};
+    ///
+    /// let group = Group::new(&Context::background());
+    /// group.set_limit(1);
+    /// assert!(group.try_spawn(pending()).is_ok());
+    /// let refused = group.try_spawn(async { Ok(()) });
+    /// assert!(refused.is_err());
+    /// ```
+    #[doc(alias = "TryGo")]
+    pub fn try_spawn<F>(&self, member: F) -> Result<(), F>
+    where
+        F: Future<Output = Result<(), Cause>> + Send + 'a,
+    {
+        self.shared.try_spawn(member)
+    }
+
+    /// A handle that adds members to this group from anywhere: from inside a
+    /// member, from another thread, or while [`wait`](Group::wait) borrows
+    /// the group.
+    ///
+    /// ```
+    /// use cancelctx::{Context, Group};
+    ///
+    /// let mut group = Group::new(&Context::background());
+    /// let spawner = group.spawner();
+    /// group.spawn(async move {
+    ///     spawner.spawn(async { Ok(()) }); // a member adding a member
+    ///     Ok(())
+    /// });
+    /// assert!(futures::executor::block_on(group.wait()).is_ok());
+    /// ```
+    pub fn spawner(&self) -> Spawner<'a> {
+        Spawner {
+            shared: Arc::downgrade(&self.shared),
+            ctx: self.ctx.clone(),
+        }
+    }
+
+    /// Drives every member until all have finished, then cancels the group's
+    /// context and returns the first error. Go's `Group.Wait`.
+    ///
+    /// See [`Wait`] for cancellation safety and panics. Waiting again later
+    /// runs the members spawned since and returns the same first error.
+    ///
+    /// ```
+    /// use cancelctx::{Cause, Context, Group};
+    ///
+    /// let mut group = Group::new(&Context::background());
+    /// assert!(futures::executor::block_on(group.wait()).is_ok()); // no members
+    /// group.spawn(async { Err(Cause::msg("first")) });
+    /// group.spawn(async { Err(Cause::msg("second")) });
+    /// let err = futures::executor::block_on(group.wait()).unwrap_err();
+    /// assert_eq!(err.to_string(), "first");
+    /// ```
+    #[doc(alias = "Wait")]
+    pub fn wait(&mut self) -> Wait<'_, 'a> {
+        Wait {
+            group: self,
+            terminated: false,
+        }
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                if self.first_err.is_none() {
+                    self.shared.guard.cancel_with_cause(err.clone());
+                    self.first_err = Some(err);
+                }
+            }
+            Err(payload) => {
+                self.shared
+                    .guard
+                    .cancel_with_cause(panic_cause("group member", &*payload));
+                self.panic.get_or_insert(payload);
+            }
+        }
+    }
+
+    /// One round of the driver; `Ready` once every member has finished.
+    fn poll_members(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.shared.ready.take(cx.waker(), &mut batch);
+        for member in self.shared.take_admitted() {
+            batch.push(self.slots.insert(member));
+        }
+        let mut admitted = Vec::new();
+        let mut i = 0;
+        while let Some(&index) = batch.get(i) {
+            i += 1;
+            let Some(outcome) = self.slots.poll(index) else {
+                continue;
+            };
+            self.record(outcome);
+            self.shared.finish_one(&mut admitted);
+            for member in admitted.drain(..) {
+                batch.push(self.slots.insert(member));
+            }
+        }
+        batch.clear();
+        self.batch = batch;
+        // A member admitted meanwhile woke the driver (see `Ready::take`).
+        if self.slots.len() == 0 && self.shared.is_idle() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Drops every member, running or not, and cancels the context.
+    fn abort(&mut self, close: bool) {
+        self.shared.guard.cancel();
+        let running = self.slots.clear();
+        let taken = self.shared.take_all(close);
+        self.shared.ready.reset();
+        drop(running);
+        drop(taken);
+    }
+}
+
+impl Default for Group<'_> {
+    /// A group under [`Context::background`]: Go's zero `errgroup.Group`.
+    fn default() -> Self {
+        Group::new(&Context::background())
+    }
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        self.abort(true);
+    }
+}
+
+impl fmt::Debug for Group<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (limit, admitted, queued) = self.shared.counts();
+        f.debug_struct("Group")
+            .field("context", &self.ctx)
+            .field("limit", &limit)
+            .field("running", &self.slots.len())
+            .field("admitted", &admitted)
+            .field("queued", &queued)
+            .field("first_err", &self.first_err)
+            .field("panicked", &self.panic.is_some())
+            .finish()
+    }
+}
+
+/// A handle that adds members to a [`Group`], from [`Group::spawner`]:
+/// `Clone + Send + Sync`, usable from inside members and other threads.
+///
+/// It does not keep the group alive: once the group is dropped,
+/// [`spawn`](Spawner::spawn) drops its member unpolled and
+/// [`try_spawn`](Spawner::try_spawn) hands it back.
+///
+/// # Examples
+///
+/// ```
+/// use cancelctx::{Context, Group};
+///
+/// let mut group = Group::new(&Context::background());
+/// let spawner = group.spawner();
+/// std::thread::spawn(move || spawner.spawn(async { Ok(()) })).join().unwrap();
+/// assert!(futures::executor::block_on(group.wait()).is_ok());
+/// ```
+#[derive(Clone)]
+pub struct Spawner<'a> {
+    shared: Weak<Shared<'a>>,
+    ctx: Context,
+}
+
+impl<'a> Spawner<'a> {
+    /// The group's context, as [`Group::context`].
+    ///
+    /// ```
+    /// use cancelctx::{Context, Group};
+    ///
+    /// let group = Group::new(&Context::background());
+    /// assert!(!group.spawner().context().is_done());
+    /// ```
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// [`Group::spawn`]; drops `member` unpolled if the group is gone.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use cancelctx::{Context, Group};
+    ///
+    /// let ran = AtomicBool::new(false);
+    /// let mut group = Group::new(&Context::background());
+    /// group.spawner().spawn(async { ran.store(true, Ordering::Relaxed); Ok(()) });
+    /// futures::executor::block_on(group.wait()).unwrap();
+    /// assert!(ran.load(Ordering::Relaxed));
+    /// ```
+    #[doc(alias = "Go")]
+    pub fn spawn<F>(&self, member: F)
+    where
+        F: Future<Output = Result<(), Cause>> + Send + 'a,
+    {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.spawn(Box::pin(member));
+        }
+    }
+
+    /// [`Group::try_spawn`]; also hands `member` back if the group is gone.
+    ///
+    /// ```
+    /// use cancelctx::{Context, Group};
+    ///
+    /// let group = Group::new(&Context::background());
+    /// let spawner = group.spawner();
+    /// assert!(spawner.try_spawn(async { Ok(()) }).is_ok());
+    /// drop(group);
+    /// assert!(spawner.try_spawn(async { Ok(()) }).is_err());
+    /// ```
+    #[doc(alias = "TryGo")]
+    pub fn try_spawn<F>(&self, member: F) -> Result<(), F>
+    where
+        F: Future<Output = Result<(), Cause>> + Send + 'a,
+    {
+        match self.shared.upgrade() {
+            Some(shared) => shared.try_spawn(member),
+            None => Err(member),
+        }
+    }
+}
+
+impl fmt::Debug for Spawner<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spawner")
+            .field("context", &self.ctx)
+            .field("group_alive", &(self.shared.strong_count() > 0))
+            .finish()
+    }
+}
+
+/// Future returned by [`Group::wait`]: drives every member concurrently and
+/// resolves, once all have finished, to the first member's error (`Ok(())`
+/// if none failed). The group's context is canceled when it resolves.
+///
+/// It polls the members itself, inside the task that polls it, each with its
+/// own waker, so only members that were woken are polled again; a round
+/// polls each woken member once, then yields.
+///
+/// # Cancellation safety
+///
+/// Not cancellation safe: dropping a `Wait` before it resolves drops every
+/// member still running or queued, in place, and cancels the group's context
+/// (with [`Error::Canceled`](crate::Error::Canceled), unless a member's
+/// failure set the cause first). The group stays usable: its first error is
+/// kept, and members spawned later run on the next `wait`, under the canceled
+/// context.
+///
+/// # Panics
+///
+/// When a member panicked, polling resumes the first panic, with its original
+/// payload, once every other member has finished. Panics if polled after it
+/// resolved.
+///
+/// # Examples
+///
+/// ```
+/// use std::panic::{AssertUnwindSafe, catch_unwind};
+/// use cancelctx::{Context, Group};
+///
+/// let mut group = Group::new(&Context::background());
+/// group.spawn(async { panic!("member bug") });
+/// let caught = catch_unwind(AssertUnwindSafe(|| futures::executor::block_on(group.wait())));
+/// assert_eq!(*caught.unwrap_err().downcast::<&str>().unwrap(), "member bug");
+/// let cause = group.context().cause().unwrap();
+/// assert_eq!(cause.to_string(), "group member panicked: member bug");
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct Wait<'g, 'a> {
+    group: &'g mut Group<'a>,
+    terminated: bool,
+}
+
+impl Future for Wait<'_, '_> {
+    type Output = Result<(), Cause>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        assert!(!self.terminated, "`Wait` polled after completion");
+        std::task::ready!(self.group.poll_members(cx));
+        self.terminated = true;
+        let group = &mut *self.group;
+        group.shared.guard.cancel();
+        if let Some(payload) = group.panic.take() {
+            std::panic::resume_unwind(payload);
+        }
+        Poll::Ready(group.first_err.clone().map_or(Ok(()), Err))
+    }
+}
+
+impl FusedFuture for Wait<'_, '_> {
+    fn is_terminated(&self) -> bool {
+        self.terminated
+    }
+}
+
+impl Drop for Wait<'_, '_> {
+    fn drop(&mut self) {
+        if !self.terminated {
+            self.group.abort(false);
+        }
+    }
+}
+
+impl fmt::Debug for Wait<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wait")
+            .field("group", &self.group)
+            .field("terminated", &self.terminated)
+            .finish()
+    }
+}

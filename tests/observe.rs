@@ -1,0 +1,40 @@
+//! Names and the always-on counters of `stats()`.
+//!
+//! One test function: the counters are process-wide.
+
+use std::time::Duration;
+
+use cancelctx::{Context, Error};
+
+#[test]
+fn names_and_counters() {
+    // Names show in Display, are inherited, and the nearest wins.
+    let named = Context::background().named("db-query");
+    assert_eq!(named.to_string(), "context.Background.Named(db-query)");
+    let (ctx, _g) = named.with_timeout(Duration::from_secs(60));
+    assert_eq!(ctx.name(), Some("db-query"));
+    let inner = ctx.with_value(1u8).named(String::from("row-fetch"));
+    assert_eq!(inner.name(), Some("row-fetch"));
+    assert_eq!(Context::background().name(), None);
+    assert_eq!(
+        named.value::<std::borrow::Cow<'static, str>>(),
+        None,
+        "a name is not a value"
+    );
+    drop((ctx, _g));
+
+    let before = cancelctx::stats().contexts;
+    let (a, ga) = Context::background().with_cancel();
+    let (_b, _gb) = a.with_cancel();
+    let (_c, _gc) = a.with_timeout(Duration::from_secs(60));
+    ga.cancel();
+    let (d, _gd) = Context::background().with_timeout(Duration::from_millis(1));
+    assert_eq!(d.wait_done(), Error::DeadlineExceeded);
+    let (_e, _ge) = Context::background().with_timeout(Duration::ZERO);
+    let after = cancelctx::stats().contexts;
+    assert!(after.created >= before.created + 5);
+    assert!(after.canceled > before.canceled);
+    assert!(after.parent_ended >= before.parent_ended + 2);
+    assert!(after.deadline_exceeded >= before.deadline_exceeded + 2);
+    assert!(after.not_ended() <= after.created);
+}
