@@ -42,3 +42,12 @@ fn main() {
         assert!(text.contains(metric), "missing {metric}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// `cargo test --examples` runs the example (it asserts what it shows).
+    #[test]
+    fn metrics_prometheus() {
+        super::main();
+    }
+}

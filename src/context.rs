@@ -82,7 +82,7 @@ impl Context {
     /// ```
     #[doc(alias = "WithCancel")]
     pub fn with_cancel(&self) -> (Context, CancelGuard) {
-        self.derive(None, None, Instant::now())
+        self.derive(None, None, None)
     }
 
     /// A child whose deadline is `timeout` from now: [`with_deadline`]
@@ -107,7 +107,7 @@ impl Context {
     #[doc(alias = "WithTimeout")]
     pub fn with_timeout(&self, timeout: Duration) -> (Context, CancelGuard) {
         let now = Instant::now();
-        self.derive(now.checked_add(timeout), None, now)
+        self.derive(now.checked_add(timeout), None, Some(now))
     }
 
     /// A child that ends with [`Error::DeadlineExceeded`] at `deadline`, is
@@ -130,7 +130,7 @@ impl Context {
     /// ```
     #[doc(alias = "WithDeadline")]
     pub fn with_deadline(&self, deadline: Instant) -> (Context, CancelGuard) {
-        self.derive(Some(deadline), None, Instant::now())
+        self.derive(Some(deadline), None, None)
     }
 
     /// [`with_timeout`](Context::with_timeout) whose expiry reports `cause`
@@ -154,7 +154,7 @@ impl Context {
         cause: impl Into<Cause>,
     ) -> (Context, CancelGuard) {
         let now = Instant::now();
-        self.derive(now.checked_add(timeout), Some(cause.into()), now)
+        self.derive(now.checked_add(timeout), Some(cause.into()), Some(now))
     }
 
     /// [`with_deadline`](Context::with_deadline) whose expiry reports `cause`.
@@ -164,14 +164,14 @@ impl Context {
         deadline: Instant,
         cause: impl Into<Cause>,
     ) -> (Context, CancelGuard) {
-        self.derive(Some(deadline), Some(cause.into()), Instant::now())
+        self.derive(Some(deadline), Some(cause.into()), None)
     }
 
     fn derive(
         &self,
         deadline: Option<Instant>,
         cause: Option<Cause>,
-        now: Instant,
+        now: Option<Instant>,
     ) -> (Context, CancelGuard) {
         let node = CancelNode::new(self, deadline, cause, now, None);
         let guard = CancelGuard::new(&node);
@@ -191,7 +191,7 @@ impl Context {
         deadline: Instant,
         timer: &Timer,
     ) -> (Context, CancelGuard) {
-        let node = CancelNode::new(self, Some(deadline), None, Instant::now(), Some(timer));
+        let node = CancelNode::new(self, Some(deadline), None, None, Some(timer));
         let guard = CancelGuard::new(&node);
         (
             Context {

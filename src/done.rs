@@ -72,18 +72,27 @@ impl Waiter {
 /// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Done {
-    waiter: Option<Waiter>,
+    state: DoneState,
     terminated: bool,
+}
+
+enum DoneState {
+    /// The context can never end.
+    Never,
+    /// It had ended when `done()` was called: nothing to wait for or clone.
+    Ended(Error),
+    Waiting(Waiter),
 }
 
 impl Future for Done {
     type Output = Error;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Error> {
-        let Some(waiter) = &mut self.waiter else {
-            return Poll::Pending;
+        let poll = match &mut self.state {
+            DoneState::Never => return Poll::Pending,
+            DoneState::Ended(err) => Poll::Ready(*err),
+            DoneState::Waiting(waiter) => waiter.poll_with(&mut NonBlocking::default(), cx),
         };
-        let poll = waiter.poll_with(&mut NonBlocking::default(), cx);
         if poll.is_ready() {
             self.terminated = true;
         }
@@ -99,13 +108,12 @@ impl FusedFuture for Done {
 
 impl fmt::Debug for Done {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Done")
-            .field("err", &self.waiter.as_ref().and_then(|w| w.node.err()))
-            .field(
-                "listening",
-                &self.waiter.as_ref().is_some_and(|w| w.listener.is_some()),
-            )
-            .finish()
+        let (err, listening) = match &self.state {
+            DoneState::Never => (None, false),
+            DoneState::Ended(err) => (Some(*err), false),
+            DoneState::Waiting(w) => (w.node.err(), w.listener.is_some()),
+        };
+        f.debug_struct("Done").field("err", &err).field("listening", &listening).finish()
     }
 }
 
@@ -114,12 +122,20 @@ impl Context {
     /// Go's `<-ctx.Done()`, on any executor.
     ///
     /// Never allocates for a context that is already done.
+    ///
+    /// For a check that must not wait, use [`is_done`](Context::is_done): a
+    /// `Done` polled on a live context registers a listener (one allocation),
+    /// as it must to be woken.
     #[doc(alias = "Done")]
     pub fn done(&self) -> Done {
-        Done {
-            waiter: self.waiter(),
-            terminated: false,
-        }
+        let state = match self.scope() {
+            None => DoneState::Never,
+            Some(node) => match node.err() {
+                Some(err) => DoneState::Ended(err),
+                None => DoneState::Waiting(Waiter { node: node.clone(), listener: None }),
+            },
+        };
+        Done { state, terminated: false }
     }
 
     /// Blocks the calling thread until this context is done.

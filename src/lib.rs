@@ -73,6 +73,18 @@
 //!   so million-deep chains work on small stacks.
 //!
 //! See `ARCHITECTURE.md` in the repository for the code map and invariants.
+//!
+//! # Features
+//!
+//! All off by default; the default build depends on no async runtime.
+//!
+//! - `metrics` — counters of contexts created and ended (by kind: explicit,
+//!   deadline, parent) and a deadline-lateness histogram through the
+//!   [`metrics`](https://docs.rs/metrics) facade; [`Stats::record_gauges`].
+//! - `tracing` — a DEBUG event (target `cancelctx`) when a context ends, with
+//!   its [name](Context::named), kind and cause.
+//! - `registry` — [`registry::snapshot`] lists live contexts as a tree, and
+//!   [`registry::LeakCheck`] fails tests that leak contexts.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -98,6 +110,9 @@ mod stats;
 mod sync;
 
 pub mod grpc_timeout;
+#[cfg(feature = "tokio-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio-util")))]
+pub mod tokio_util;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;

@@ -224,13 +224,14 @@ impl CancelNode {
     ///
     /// `deadline` is the requested one (`None`: `with_cancel`); it is only
     /// armed when it is not later than the parent's. `now` is the caller's
-    /// reading of the clock; `timer` `None` is the global timer (started only
-    /// when a deadline is armed).
+    /// reading of the clock, if it has one (`with_cancel` reads none);
+    /// `timer` `None` is the global timer (started only when a deadline is
+    /// armed).
     pub(crate) fn new(
         parent: &Context,
         deadline: Option<Instant>,
         deadline_cause: Option<Cause>,
-        now: Instant,
+        now: Option<Instant>,
         timer: Option<&Timer>,
     ) -> Arc<CancelNode> {
         let inherited = parent.deadline();
@@ -263,7 +264,7 @@ impl CancelNode {
             }
         }
         if let Some(at) = own {
-            if at <= now {
+            if at <= now.unwrap_or_else(Instant::now) {
                 node.cancel(
                     Error::DeadlineExceeded,
                     node.deadline_cause.clone(),
@@ -361,6 +362,13 @@ impl CancelNode {
         let Some(scope) = self.parent.scope() else {
             return;
         };
+        // Relaxed, without the lock: only this node's own unregistration
+        // (which runs once: its canceller or its last owner) writes `NO_SLOT`
+        // after registration, and registration happened before the node was
+        // shared. So `NO_SLOT` here means "never registered": skip the lock.
+        if self.slot.load(Ordering::Relaxed) == NO_SLOT {
+            return;
+        }
         let mut inner = scope.inner.lock();
         // Relaxed: written under this same lock (`register_node`).
         let idx = self.slot.swap(NO_SLOT, Ordering::Relaxed);

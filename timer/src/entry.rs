@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Instant;
 
 use crate::queue::Key;
-use crate::timer::Timer;
+use crate::timer::{Timer, TimerRef};
 
 /// One scheduled entry, returned by [`Timer::schedule`] and
 /// [`Timer::schedule_alarm`].
@@ -29,7 +29,7 @@ use crate::timer::Timer;
 /// assert_eq!(timer.fire_due(t0 + Duration::from_secs(2)), 0);
 /// ```
 pub struct Entry {
-    timer: Timer,
+    timer: TimerRef,
     key: Key,
     deadline: Instant,
 }
@@ -44,7 +44,7 @@ impl fmt::Debug for Entry {
 }
 
 impl Entry {
-    pub(crate) fn new(timer: Timer, key: Key, deadline: Instant) -> Self {
+    pub(crate) fn new(timer: TimerRef, key: Key, deadline: Instant) -> Self {
         Self {
             timer,
             key,
@@ -74,7 +74,7 @@ impl Entry {
     /// assert!(!entry.cancel(), "too late: it fired");
     /// ```
     pub fn cancel(&self) -> bool {
-        let removed = self.timer.shared().cancel(self.key);
+        let removed = self.timer.get().shared().cancel(self.key);
         let canceled = removed.is_some();
         drop(removed);
         canceled
@@ -89,11 +89,11 @@ impl Entry {
     /// nor canceled. Briefly takes the timer's lock; the answer may be stale
     /// by the time it is used.
     pub fn is_pending(&self) -> bool {
-        self.timer.shared().contains(self.key)
+        self.timer.get().shared().contains(self.key)
     }
 
     /// The timer this entry belongs to.
     pub fn timer(&self) -> &Timer {
-        &self.timer
+        self.timer.get()
     }
 }

@@ -81,7 +81,40 @@ impl Default for Timer {
     }
 }
 
+/// The process-wide timer behind [`Timer::global`].
+#[cfg(not(loom))]
+static GLOBAL: std::sync::OnceLock<Timer> = std::sync::OnceLock::new();
+
+/// How an [`Entry`] refers to its timer.
+#[derive(Clone)]
+pub(crate) enum TimerRef {
+    /// The global timer: no reference count to touch, so threads creating
+    /// and canceling entries share no counter.
+    Global(&'static Timer),
+    Owned(Timer),
+}
+
+impl TimerRef {
+    pub(crate) fn get(&self) -> &Timer {
+        match self {
+            TimerRef::Global(timer) => timer,
+            TimerRef::Owned(timer) => timer,
+        }
+    }
+}
+
 impl Timer {
+    /// A reference for an entry of this timer.
+    fn entry_ref(&self) -> TimerRef {
+        #[cfg(not(loom))]
+        if let Some(global) = GLOBAL.get() {
+            if Arc::ptr_eq(&global.handle, &self.handle) {
+                return TimerRef::Global(global);
+            }
+        }
+        TimerRef::Owned(self.clone())
+    }
+
     fn with_mode(mode: Mode) -> Self {
         Timer {
             handle: Arc::new(Handle {
@@ -117,7 +150,6 @@ impl Timer {
     pub fn global() -> &'static Timer {
         #[cfg(not(loom))]
         {
-            static GLOBAL: std::sync::OnceLock<Timer> = std::sync::OnceLock::new();
             GLOBAL.get_or_init(Timer::new)
         }
         #[cfg(loom)]
@@ -260,7 +292,7 @@ impl Timer {
     /// ```
     pub fn schedule<F: FnOnce() + Send + 'static>(&self, at: Instant, f: F) -> Entry {
         let key = self.insert(at, Callback::Func(Box::new(f)));
-        Entry::new(self.clone(), key, at)
+        Entry::new(self.entry_ref(), key, at)
     }
 
     /// Fires `alarm` once `at` has passed, without allocating (amortized): the
@@ -301,7 +333,7 @@ impl Timer {
     /// ```
     pub fn schedule_alarm(&self, at: Instant, alarm: AlarmWeak<dyn Alarm>) -> Entry {
         let key = self.insert(at, Callback::Alarm(alarm));
-        Entry::new(self.clone(), key, at)
+        Entry::new(self.entry_ref(), key, at)
     }
 
     /// A future that completes once `duration` has elapsed.

@@ -1,0 +1,3 @@
+module cancelctx-bench
+
+go 1.22

@@ -1,0 +1,320 @@
+//! The server side: [`ServerLayer`] derives a [`Context`] per request.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, ready};
+use std::time::Duration;
+
+use http::{HeaderMap, Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::Protocol;
+use crate::context::Context;
+use crate::grpc_timeout::ParseTimeoutError;
+use crate::guard::CancelGuard;
+use crate::run::Run;
+
+/// What [`ServerLayer`] does with a request whose timeout header does not
+/// follow its grammar (see [`grpc_timeout`](crate::grpc_timeout)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MalformedTimeout {
+    /// Answer at once without calling the inner service: gRPC
+    /// `grpc-status: 13` (INTERNAL) with `grpc-message: malformed
+    /// grpc-timeout: ...`, as grpc-go does; HTTP `400 Bad Request` otherwise.
+    /// The default.
+    #[default]
+    Reject,
+    /// Ignore the header: the request gets the configured default timeout, as
+    /// if it had sent none.
+    Ignore,
+}
+
+/// A [`Layer`] that gives each request a [`Context`]: the request's own
+/// deadline, from its `grpc-timeout` (gRPC) or `connect-timeout-ms` (other)
+/// header, bounded by a configured maximum and by a base context.
+///
+/// The inner service finds the context in the request's extensions
+/// (`request.extensions().get::<Context>()`, on the `http::Request` or, in a
+/// tonic handler, on the `tonic::Request`). When the
+/// context ends before the inner service answers, its future is dropped and
+/// the layer answers the protocol's way (see the [module docs](super)).
+///
+/// The request's deadline is the earliest of:
+///
+/// - now + the header's timeout, or, without a header (or with a malformed
+///   one and [`MalformedTimeout::Ignore`]), now + the
+///   [`default_timeout`](ServerLayer::default_timeout) if one is set;
+/// - now + the [`max_timeout`](ServerLayer::max_timeout), if one is set;
+/// - the [`base`](ServerLayer::base) context's deadline.
+///
+/// With none of these the context has no deadline, and still ends with the
+/// base context.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use cancelctx::Context;
+/// use cancelctx::tower::ServerLayer;
+///
+/// // Canceling `shutdown` answers every in-flight request at once.
+/// let (shutdown, _stop) = Context::background().with_cancel();
+/// let layer = ServerLayer::new()
+///     .base(shutdown)
+///     .default_timeout(Duration::from_secs(5))
+///     .max_timeout(Duration::from_secs(30));
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerLayer {
+    base: Context,
+    default_timeout: Option<Duration>,
+    max_timeout: Option<Duration>,
+    malformed: MalformedTimeout,
+}
+
+impl ServerLayer {
+    /// A layer with the background context as base, no default and no
+    /// maximum timeout, rejecting malformed headers.
+    pub fn new() -> ServerLayer {
+        ServerLayer {
+            base: Context::background(),
+            default_timeout: None,
+            max_timeout: None,
+            malformed: MalformedTimeout::Reject,
+        }
+    }
+
+    /// Derives every request's context from `base` (default:
+    /// [`Context::background`]): canceling it, e.g. on server shutdown, ends
+    /// every in-flight request (answered as canceled), its deadline bounds
+    /// every request's, and its values are visible to every handler.
+    pub fn base(mut self, base: Context) -> ServerLayer {
+        self.base = base;
+        self
+    }
+
+    /// The timeout of requests that send no timeout header.
+    pub fn default_timeout(mut self, timeout: Duration) -> ServerLayer {
+        self.default_timeout = Some(timeout);
+        self
+    }
+
+    /// The longest timeout any request gets, whatever its header says.
+    pub fn max_timeout(mut self, timeout: Duration) -> ServerLayer {
+        self.max_timeout = Some(timeout);
+        self
+    }
+
+    /// What to do with a malformed timeout header (default:
+    /// [`MalformedTimeout::Reject`]).
+    pub fn on_malformed(mut self, policy: MalformedTimeout) -> ServerLayer {
+        self.malformed = policy;
+        self
+    }
+
+    /// The timeout for a request of `protocol` with `headers`, or the parse
+    /// error to reject it with.
+    fn timeout(
+        &self,
+        protocol: Protocol,
+        headers: &HeaderMap,
+    ) -> Result<Option<Duration>, ParseTimeoutError> {
+        let requested = match headers
+            .get(protocol.header())
+            .map(|value| protocol.parse(value))
+        {
+            None => None,
+            Some(Ok(timeout)) => Some(timeout),
+            Some(Err(error)) => match self.malformed {
+                MalformedTimeout::Reject => return Err(error),
+                MalformedTimeout::Ignore => None,
+            },
+        };
+        let timeout = requested.or(self.default_timeout);
+        Ok(match (timeout, self.max_timeout) {
+            (Some(timeout), Some(max)) => Some(timeout.min(max)),
+            (timeout, max) => timeout.or(max),
+        })
+    }
+}
+
+impl Default for ServerLayer {
+    fn default() -> ServerLayer {
+        ServerLayer::new()
+    }
+}
+
+impl<S> Layer<S> for ServerLayer {
+    type Service = ServerService<S>;
+
+    fn layer(&self, inner: S) -> ServerService<S> {
+        ServerService {
+            inner,
+            config: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`ServerLayer`]: see there.
+#[derive(Clone, Debug)]
+pub struct ServerService<S> {
+    inner: S,
+    config: ServerLayer,
+}
+
+impl<S> ServerService<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Gives the inner service back.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServerService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ServerFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let protocol = Protocol::of(request.headers());
+        let timeout = match self.config.timeout(protocol, request.headers()) {
+            Ok(timeout) => timeout,
+            Err(error) => return ServerFuture::answered(protocol.malformed(&error)),
+        };
+        let (ctx, guard) = match timeout {
+            Some(timeout) => self.config.base.with_timeout(timeout),
+            None => self.config.base.with_cancel(),
+        };
+        // Expired on arrival (`grpc-timeout: 0S`, a late request, a base that
+        // is shutting down): answer without running the handler.
+        if let Some(error) = ctx.err() {
+            return ServerFuture::answered(protocol.ended(error));
+        }
+        request.extensions_mut().insert(ctx.clone());
+        let run = ctx.run(self.inner.call(request));
+        ServerFuture {
+            kind: Kind::Running {
+                run,
+                guard: Some(guard),
+                protocol,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`ServerService`]: the inner service's response, or
+    /// the protocol's answer once the request's context ends first.
+    ///
+    /// When the inner service answers, the request's context is *detached*
+    /// rather than canceled: a response body that streams after the head can
+    /// keep using it, and it then ends at its deadline, with the base
+    /// context, or once nothing holds it any more. When the inner service
+    /// fails, the context is canceled.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Dropping this future (e.g. hyper does when the client resets the
+    /// stream or closes the connection) drops the inner service's future and
+    /// cancels the request's context, so work the handler spawned with it
+    /// stops too. When the context ends first, the inner future is dropped
+    /// before the answer is returned.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ServerFuture<F, B> {
+        #[pin]
+        kind: Kind<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B> {
+        // Answered by the layer without calling the inner service.
+        Answered { response: Option<Response<B>> },
+        // The inner service's future, bounded by the request's context.
+        Running {
+            #[pin]
+            run: Run<F>,
+            guard: Option<CancelGuard>,
+            protocol: Protocol,
+        },
+    }
+}
+
+impl<F, B> ServerFuture<F, B> {
+    fn answered(response: Response<B>) -> Self {
+        ServerFuture {
+            kind: Kind::Answered {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ServerFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Default,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Answered { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("`ServerFuture` polled after completion"))),
+            KindProj::Running {
+                run,
+                guard,
+                protocol,
+            } => match ready!(run.poll(cx)) {
+                Ok(Ok(response)) => {
+                    if let Some(guard) = guard.take() {
+                        guard.detach();
+                    }
+                    Poll::Ready(Ok(response))
+                }
+                Ok(Err(error)) => {
+                    // Cancel now rather than when the future is dropped.
+                    drop(guard.take());
+                    Poll::Ready(Err(error))
+                }
+                Err(error) => Poll::Ready(Ok(protocol.ended(error))),
+            },
+        }
+    }
+}
+
+impl<F, B> fmt::Debug for ServerFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.kind {
+            Kind::Answered { .. } => "Answered",
+            Kind::Running { .. } => "Running",
+        };
+        f.debug_struct("ServerFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
