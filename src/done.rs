@@ -1,46 +1,50 @@
 //! Waiting for a context to end: the [`Done`] future and the blocking waits.
 //!
-//! One poll loop (`Waiter::poll_with`) serves both: `Done` drives it with
-//! `event-listener-strategy`'s non-blocking strategy, `wait_done` with the
-//! blocking one, so the two cannot disagree.
+//! One registration mechanism serves both: a waiter puts a [`Waker`] in its
+//! context's waiter slab (`CancelNode::poll_done`), and the canceller wakes
+//! it after releasing every lock. `Done` registers its task's waker; the
+//! blocking waits register a waker that unparks their thread. So the two
+//! cannot disagree, and no waker (user code) ever runs under a lock.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, ready};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use event_listener::{EventListener, Listener};
-use event_listener_strategy::{Blocking, NonBlocking, Strategy};
 use futures_core::future::FusedFuture;
 
 use crate::context::Context;
 use crate::error::Error;
 use crate::node::CancelNode;
+use crate::sync;
 
-/// The check-listen-check loop over one node's event.
+/// A registration in one node's waiter slab, withdrawn on drop.
 struct Waiter {
     node: Arc<CancelNode>,
-    listener: Option<EventListener>,
+    key: Option<usize>,
 }
 
 impl Waiter {
-    fn poll_with<'a, S: Strategy<'a>>(
-        &mut self,
-        strategy: &mut S,
-        cx: &mut S::Context,
-    ) -> Poll<Error> {
-        loop {
-            if let Some(err) = self.node.err() {
-                self.listener = None;
-                return Poll::Ready(err);
-            }
-            if self.listener.is_some() {
-                ready!(strategy.poll(&mut self.listener, cx));
-            } else {
-                self.listener = Some(self.node.event.listen());
-            }
+    fn new(node: &Arc<CancelNode>) -> Waiter {
+        Waiter {
+            node: node.clone(),
+            key: None,
+        }
+    }
+
+    /// `Some(err)` once done; otherwise `waker` is registered (replacing the
+    /// previous one) and will be woken when the node is done.
+    fn poll(&mut self, waker: &Waker) -> Option<Error> {
+        self.node.poll_done(&mut self.key, waker)
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.node.cancel_wait(key);
         }
     }
 }
@@ -56,7 +60,7 @@ impl Waiter {
 ///
 /// # Cancellation safety
 ///
-/// Dropping a `Done` at any time is safe: it only unregisters its listener.
+/// Dropping a `Done` at any time is safe: it only withdraws its waker.
 /// Polling it with a different waker replaces the previous one; only the
 /// latest waker is woken.
 ///
@@ -91,7 +95,10 @@ impl Future for Done {
         let poll = match &mut self.state {
             DoneState::Never => return Poll::Pending,
             DoneState::Ended(err) => Poll::Ready(*err),
-            DoneState::Waiting(waiter) => waiter.poll_with(&mut NonBlocking::default(), cx),
+            DoneState::Waiting(waiter) => match waiter.poll(cx.waker()) {
+                Some(err) => Poll::Ready(err),
+                None => Poll::Pending,
+            },
         };
         if poll.is_ready() {
             self.terminated = true;
@@ -111,9 +118,12 @@ impl fmt::Debug for Done {
         let (err, listening) = match &self.state {
             DoneState::Never => (None, false),
             DoneState::Ended(err) => (Some(*err), false),
-            DoneState::Waiting(w) => (w.node.err(), w.listener.is_some()),
+            DoneState::Waiting(w) => (w.node.err(), w.key.is_some()),
         };
-        f.debug_struct("Done").field("err", &err).field("listening", &listening).finish()
+        f.debug_struct("Done")
+            .field("err", &err)
+            .field("listening", &listening)
+            .finish()
     }
 }
 
@@ -124,18 +134,21 @@ impl Context {
     /// Never allocates for a context that is already done.
     ///
     /// For a check that must not wait, use [`is_done`](Context::is_done): a
-    /// `Done` polled on a live context registers a listener (one allocation),
-    /// as it must to be woken.
+    /// `Done` polled on a live context registers its waker, as it must to be
+    /// woken.
     #[doc(alias = "Done")]
     pub fn done(&self) -> Done {
         let state = match self.scope() {
             None => DoneState::Never,
             Some(node) => match node.err() {
                 Some(err) => DoneState::Ended(err),
-                None => DoneState::Waiting(Waiter { node: node.clone(), listener: None }),
+                None => DoneState::Waiting(Waiter::new(node)),
             },
         };
-        Done { state, terminated: false }
+        Done {
+            state,
+            terminated: false,
+        }
     }
 
     /// Blocks the calling thread until this context is done.
@@ -158,15 +171,21 @@ impl Context {
     /// assert_eq!(ctx.wait_done(), Error::DeadlineExceeded);
     /// ```
     pub fn wait_done(&self) -> Error {
-        let Some(mut waiter) = self.waiter() else {
+        let Some(node) = self.scope() else {
             loop {
                 std::thread::park();
             }
         };
+        if let Some(err) = node.err() {
+            return err;
+        }
+        let waker = sync::thread_waker();
+        let mut waiter = Waiter::new(node);
         loop {
-            if let Poll::Ready(err) = waiter.poll_with(&mut Blocking::default(), &mut ()) {
+            if let Some(err) = waiter.poll(&waker) {
                 return err;
             }
+            sync::park();
         }
     }
 
@@ -202,25 +221,23 @@ impl Context {
             park_until(deadline);
             return None;
         };
+        if let Some(err) = node.err() {
+            return Some(err);
+        }
+        let waker = sync::thread_waker();
+        let mut waiter = Waiter::new(node);
         loop {
-            if let Some(err) = node.err() {
+            if let Some(err) = waiter.poll(&waker) {
                 return Some(err);
             }
-            let listener = node.event.listen();
-            if let Some(err) = node.err() {
-                return Some(err);
-            }
-            if listener.wait_deadline(deadline).is_none() {
+            let now = Instant::now();
+            if now >= deadline {
+                // Withdraws the waker (dropping `waiter`), then a last look.
+                drop(waiter);
                 return node.err();
             }
+            sync::park_timeout(deadline - now);
         }
-    }
-
-    fn waiter(&self) -> Option<Waiter> {
-        self.scope().map(|node| Waiter {
-            node: node.clone(),
-            listener: None,
-        })
     }
 }
 

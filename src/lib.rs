@@ -67,8 +67,9 @@
 //! - **Callback pool.** Threads named `cancelctx-callback-N`, started on the
 //!   first [`after_func`](Context::after_func) callback that runs, grown when
 //!   all are busy, retired after 10 s idle.
-//! - **Waiting** uses [`event-listener`](https://docs.rs/event-listener): one
-//!   event per cancelable context, allocated only once someone waits.
+//! - **Waiting**: each cancelable context keeps a slab of wakers (a `Done`
+//!   future's, or one that unparks a blocked thread); the canceller wakes
+//!   them after releasing every lock, so a waker may re-enter the crate.
 //! - **No recursion** over the tree: cancel, drop and value lookup are loops,
 //!   so million-deep chains work on small stacks.
 //!
@@ -93,8 +94,8 @@ mod after_func;
 mod context;
 mod done;
 mod error;
-mod guard;
 mod group;
+mod guard;
 mod link;
 #[cfg(all(test, loom))]
 mod loom_models;
@@ -106,6 +107,7 @@ mod pool;
 #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub mod registry;
 mod run;
+mod slab;
 mod stats;
 mod sync;
 
@@ -121,10 +123,10 @@ pub use crate::after_func::AfterFunc;
 pub use crate::context::Context;
 pub use crate::done::Done;
 pub use crate::error::{Cause, Error};
-pub use crate::guard::CancelGuard;
 pub use crate::group::{Group, GroupScope, Spawner, Wait};
-pub use crate::run::{Run, RunStream, Sleep};
+pub use crate::guard::CancelGuard;
 pub use crate::observe::ContextCounts;
+pub use crate::run::{Run, RunStream, Sleep};
 pub use crate::stats::{Stats, stats};
 
 /// The timer crate behind every deadline, for direct use (`Timer::global()`).

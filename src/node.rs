@@ -39,13 +39,16 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use cancelctx_timer::{Alarm, Entry, Timer};
-use event_listener::{Event, Listener};
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::task::Waker;
 
 use crate::after_func::Registration;
 use crate::context::Context;
 use crate::error::{Cause, Error};
 use crate::observe::{self, End};
-use crate::sync::{AtomicU8, AtomicUsize, Mutex, Ordering};
+use crate::slab::{Slab, Slot, occupied};
+use crate::sync::{self, AtomicU8, AtomicUsize, Mutex, Ordering};
 
 /// The node is live.
 const LIVE: u8 = 0;
@@ -57,9 +60,6 @@ const DONE_DEADLINE: u8 = 0b010;
 const DONE: u8 = DONE_CANCELED | DONE_DEADLINE;
 /// Every descendant registered when the node was canceled is done too.
 const PROPAGATED: u8 = 0b100;
-
-/// An emptied slab keeps its memory up to this many slots.
-const KEEP_SLOTS: usize = 64;
 
 /// `slot` value of a node that sits in no slab.
 const NO_SLOT: usize = usize::MAX;
@@ -82,8 +82,6 @@ pub(crate) struct CancelNode {
     /// The node's index in its parent's slab. Written and read under the
     /// parent's lock only (so `Relaxed` suffices).
     slot: AtomicUsize,
-    /// Notified once the node is done (and again once `PROPAGATED`).
-    pub(crate) event: Event,
     inner: Mutex<Inner>,
     /// Age and registry slot (feature `registry`).
     #[cfg(feature = "registry")]
@@ -93,9 +91,13 @@ pub(crate) struct CancelNode {
 struct Inner {
     /// Set, once, together with the `DONE_*` bits.
     cause: Option<Cause>,
-    children: Children,
+    children: Slab<Child>,
     /// The node's own deadline entry, until it is canceled.
     timer: Option<Entry>,
+    /// Wakers to wake when the node is done: `Done` futures and blocked
+    /// threads (drained by `mark`); once done but not `PROPAGATED`, the
+    /// cancellers waiting for the walk (drained when it is set).
+    waiters: Slab<Waker>,
 }
 
 /// What a node's slab holds.
@@ -113,78 +115,11 @@ impl Child {
     }
 }
 
-enum Slot {
-    Occupied(Child),
-    Vacant(usize),
-}
-
-/// A slab of children: O(1) insert and remove, memory bounded by the most
-/// children ever alive at once (and released when the slab empties).
-struct Children {
-    slots: Vec<Slot>,
-    next_free: usize,
-    len: usize,
-}
-
-impl Children {
-    const fn new() -> Children {
-        Children {
-            slots: Vec::new(),
-            next_free: NO_SLOT,
-            len: 0,
-        }
-    }
-
-    fn insert(&mut self, child: Child) -> usize {
-        self.len += 1;
-        if self.next_free != NO_SLOT {
-            let idx = self.next_free;
-            match mem::replace(&mut self.slots[idx], Slot::Occupied(child)) {
-                Slot::Vacant(next) => self.next_free = next,
-                Slot::Occupied(_) => unreachable!("free list points at an occupied slot"),
-            }
-            idx
-        } else {
-            self.slots.push(Slot::Occupied(child));
-            self.slots.len() - 1
-        }
-    }
-
-    /// Removes the child at `idx` if it is the one at `addr`.
-    fn remove(&mut self, idx: usize, addr: *const ()) -> Option<Child> {
-        match self.slots.get(idx) {
-            Some(Slot::Occupied(child)) if child.is(addr) => {}
-            _ => return None,
-        }
-        let Slot::Occupied(child) =
-            mem::replace(&mut self.slots[idx], Slot::Vacant(self.next_free))
-        else {
-            unreachable!()
-        };
-        self.next_free = idx;
-        self.len -= 1;
-        if self.len == 0 {
-            if self.slots.capacity() > KEEP_SLOTS {
-                // Release the memory of a burst of children at once.
-                *self = Children::new();
-            } else {
-                // Keep a small slab: steady churn then allocates nothing.
-                self.slots.clear();
-                self.next_free = NO_SLOT;
-            }
-        }
-        Some(child)
-    }
-
-    fn take(&mut self) -> Vec<Slot> {
-        mem::replace(self, Children::new()).slots
-    }
-}
-
 /// What a canceled node hands to its canceller.
 struct Drained {
-    children: Vec<Slot>,
+    children: Vec<Slot<Child>>,
     timer: Option<Entry>,
+    waiters: Vec<Slot<Waker>>,
 }
 
 /// Work a cancellation defers until the walk is over (invariant 5).
@@ -194,6 +129,7 @@ struct Aftermath {
     nodes: Vec<(Arc<CancelNode>, Option<End>)>,
     timers: Vec<Entry>,
     funcs: Vec<Arc<Registration>>,
+    wakers: Vec<Waker>,
 }
 
 impl Aftermath {
@@ -205,18 +141,34 @@ impl Aftermath {
             if let Some(how) = how {
                 observe::ended(node, err, *how, cause);
             }
-            node.event.notify(usize::MAX);
         }
         for func in &self.funcs {
             func.fire();
         }
-        // Dropping `self` now may drop nodes and, through them, user values.
+        let panic = wake_all(self.wakers);
+        // Dropping the rest now may drop nodes and, through them, user values.
+        drop(self.nodes);
+        if let Some(payload) = panic {
+            resume_unwind(payload);
+        }
     }
+}
+
+/// Wakes every waker, none under a lock. A panicking waker does not stop the
+/// others: the first panic is returned, to resume once all work is done.
+fn wake_all(wakers: impl IntoIterator<Item = Waker>) -> Option<Box<dyn Any + Send>> {
+    let mut panic = None;
+    for waker in wakers {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || waker.wake())) {
+            panic.get_or_insert(payload);
+        }
+    }
+    panic
 }
 
 struct Frame {
     node: Arc<CancelNode>,
-    children: std::vec::IntoIter<Slot>,
+    children: std::vec::IntoIter<Slot<Child>>,
 }
 
 impl CancelNode {
@@ -244,11 +196,11 @@ impl CancelNode {
             deadline_cause: own.and(deadline_cause),
             state: AtomicU8::new(LIVE),
             slot: AtomicUsize::new(NO_SLOT),
-            event: Event::new(),
             inner: Mutex::new(Inner {
                 cause: None,
-                children: Children::new(),
+                children: Slab::new(),
                 timer: None,
+                waiters: Slab::new(),
             }),
             #[cfg(feature = "registry")]
             meta: crate::registry::Meta::new(),
@@ -308,7 +260,64 @@ impl CancelNode {
 
     /// Children and `after_func` registrations now registered.
     pub(crate) fn child_count(&self) -> usize {
-        self.inner.lock().children.len
+        self.inner.lock().children.len()
+    }
+
+    /// Waiters registered now (`Done` futures and blocked threads).
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
+    pub(crate) fn waiter_count(&self) -> usize {
+        let inner = self.inner.lock();
+        // Relaxed: the done bits are written under this lock.
+        if self.state.load(Ordering::Relaxed) & DONE == 0 {
+            inner.waiters.len()
+        } else {
+            0
+        }
+    }
+
+    /// Registers `waker` to be woken when the node is done, or updates the
+    /// registration `*key` made by an earlier call; `Some(err)` once done
+    /// (the registration is then gone). The waker is cloned, and a replaced
+    /// one dropped, outside the lock: they are user code.
+    pub(crate) fn poll_done(&self, key: &mut Option<usize>, waker: &Waker) -> Option<Error> {
+        if let Some(err) = self.err() {
+            *key = None;
+            return Some(err);
+        }
+        let mut waker = Some(waker.clone());
+        let mut inner = self.inner.lock();
+        // Relaxed: the done bits are written under this lock.
+        if let Some(err) = decode(self.state.load(Ordering::Relaxed)) {
+            drop(inner);
+            *key = None;
+            return Some(err);
+        }
+        match key.and_then(|k| inner.waiters.get_mut(k)) {
+            Some(registered) => {
+                if !registered.will_wake(waker.as_ref().expect("set above")) {
+                    mem::swap(registered, waker.as_mut().expect("set above"));
+                }
+            }
+            None => *key = Some(inner.waiters.insert(waker.take().expect("set above"))),
+        }
+        drop(inner);
+        drop(waker);
+        None
+    }
+
+    /// Withdraws the registration `key` of a waiter that stops waiting.
+    pub(crate) fn cancel_wait(&self, key: usize) {
+        let mut inner = self.inner.lock();
+        // Relaxed: the done bits are written under this lock. Once done, the
+        // registration was drained already (and the slab may now hold
+        // cancellers waiting for `PROPAGATED`: not ours to touch).
+        let removed = if self.state.load(Ordering::Relaxed) & DONE == 0 {
+            inner.waiters.remove_if(key, |_| true)
+        } else {
+            None
+        };
+        drop(inner);
+        drop(removed);
     }
 
     /// Registers `child` (invariant 2), or says how the parent ended.
@@ -336,9 +345,8 @@ impl CancelNode {
         let mut inner = self.inner.lock();
         // Relaxed: written under this same lock (`register_func`).
         let idx = reg.slot.load(Ordering::Relaxed);
-        let removed = inner
-            .children
-            .remove(idx, reg as *const Registration as *const ());
+        let addr = reg as *const Registration as *const ();
+        let removed = inner.children.remove_if(idx, |c| c.is(addr));
         drop(inner);
         drop(removed);
     }
@@ -359,6 +367,13 @@ impl CancelNode {
 
     /// Removes this node from its parent's slab (invariant 3).
     fn unregister(&self) {
+        self.unregister_at(self as *const CancelNode as *const ());
+    }
+
+    /// [`unregister`](Self::unregister) for a node whose slab entry points at
+    /// `addr`: where the node lived inside its `Arc`, which differs from
+    /// `self` once [`take_parent`] has moved the node out.
+    fn unregister_at(&self, addr: *const ()) {
         let Some(scope) = self.parent.scope() else {
             return;
         };
@@ -372,9 +387,7 @@ impl CancelNode {
         let mut inner = scope.inner.lock();
         // Relaxed: written under this same lock (`register_node`).
         let idx = self.slot.swap(NO_SLOT, Ordering::Relaxed);
-        let removed = inner
-            .children
-            .remove(idx, self as *const CancelNode as *const ());
+        let removed = inner.children.remove_if(idx, |c| c.is(addr));
         drop(inner);
         drop(removed);
     }
@@ -388,14 +401,19 @@ impl CancelNode {
             return None;
         }
         inner.cause = Some(cause.clone());
-        let leaf = inner.children.len == 0;
+        let leaf = inner.children.len() == 0;
         let children = inner.children.take();
         let timer = inner.timer.take();
+        let waiters = inner.waiters.take();
         let bits = encode(err) | if leaf { PROPAGATED } else { 0 };
         // Release: pairs with the Acquire in `err` (and publishes `cause`).
         self.state.store(bits, Ordering::Release);
         drop(inner);
-        Some(Drained { children, timer })
+        Some(Drained {
+            children,
+            timer,
+            waiters,
+        })
     }
 
     /// Cancels this node and every descendant, without recursion; returns once
@@ -413,11 +431,14 @@ impl CancelNode {
                 entry.cancel();
             }
             observe::ended(self, err, how, &cause);
-            self.event.notify(usize::MAX);
+            if let Some(payload) = wake_all(occupied(drained.waiters)) {
+                resume_unwind(payload);
+            }
             return;
         }
         let mut after = Aftermath::default();
         after.timers.extend(drained.timer);
+        after.wakers.extend(occupied(drained.waiters));
         let mut stack = vec![Frame {
             node: self.clone(),
             children: drained.children.into_iter(),
@@ -425,8 +446,7 @@ impl CancelNode {
         while let Some(top) = stack.last_mut() {
             let Some(slot) = top.children.next() else {
                 let frame = stack.pop().expect("stack is not empty");
-                // Release: pairs with the Acquire in `wait_propagated`.
-                frame.node.state.fetch_or(PROPAGATED, Ordering::Release);
+                after.wakers.extend(occupied(frame.node.mark_propagated()));
                 let ended = if Arc::ptr_eq(&frame.node, self) {
                     how
                 } else {
@@ -446,6 +466,7 @@ impl CancelNode {
                     match child.mark(err, &cause) {
                         Some(d) => {
                             after.timers.extend(d.timer);
+                            after.wakers.extend(occupied(d.waiters));
                             stack.push(Frame {
                                 node: child,
                                 children: d.children.into_iter(),
@@ -466,15 +487,34 @@ impl CancelNode {
         after.finish(err, &cause);
     }
 
+    /// Sets `PROPAGATED` (invariant 4) and hands back the cancellers waiting
+    /// for it, to wake after the walk.
+    fn mark_propagated(&self) -> Vec<Slot<Waker>> {
+        let mut inner = self.inner.lock();
+        // Release: pairs with the Acquire in `wait_propagated`.
+        self.state.fetch_or(PROPAGATED, Ordering::Release);
+        let waiters = inner.waiters.take();
+        drop(inner);
+        waiters
+    }
+
     /// Blocks until invariant 4 holds for this done node.
     fn wait_propagated(&self) {
         // Acquire: pairs with the Release that set PROPAGATED.
+        if self.state.load(Ordering::Acquire) & PROPAGATED != 0 {
+            return;
+        }
+        let waker = sync::thread_waker();
+        let mut inner = self.inner.lock();
+        // Relaxed: under the lock `mark_propagated` sets it under.
+        if self.state.load(Ordering::Relaxed) & PROPAGATED != 0 {
+            return;
+        }
+        // Never withdrawn: `mark_propagated` drains it.
+        inner.waiters.insert(waker);
+        drop(inner);
         while self.state.load(Ordering::Acquire) & PROPAGATED == 0 {
-            let listener = self.event.listen();
-            if self.state.load(Ordering::Acquire) & PROPAGATED != 0 {
-                break;
-            }
-            listener.wait();
+            sync::park();
         }
     }
 }
@@ -493,9 +533,14 @@ impl CancelNode {
     /// Nobody can observe the node any more: give up its place in the
     /// parent's slab and its timer entry at once (invariant 3). Idempotent.
     fn release(&self) {
+        self.release_at(self as *const CancelNode as *const ());
+    }
+
+    /// [`release`](Self::release) for a node that lived at `addr`.
+    fn release_at(&self, addr: *const ()) {
         // Relaxed: called by the node's last owner.
         if self.state.load(Ordering::Relaxed) & DONE == 0 {
-            self.unregister();
+            self.unregister_at(addr);
             let timer = self.inner.lock().timer.take();
             if let Some(entry) = timer {
                 entry.cancel();
@@ -541,8 +586,10 @@ pub(crate) fn unlink_chain(mut next: Context) {
 
 /// For `CancelNode`'s side of [`unlink_chain`].
 pub(crate) fn take_parent(node: Arc<CancelNode>) -> Option<Context> {
+    // The parent's slab knows the node by its address inside the `Arc`.
+    let addr = Arc::as_ptr(&node) as *const ();
     let mut node = Arc::into_inner(node)?;
     // Release while the parent is still known: `Drop` will not know it.
-    node.release();
+    node.release_at(addr);
     Some(mem::take(&mut node.parent))
 }

@@ -140,8 +140,14 @@ pub(crate) fn ended(node: &CancelNode, err: Error, how: End, cause: &Cause) {
         };
         counter.fetch_add(1, Ordering::Relaxed);
     });
+    // Literal labels: the macro then builds a static key (no allocation).
     #[cfg(feature = "metrics")]
-    metrics::counter!("cancelctx_contexts_ended_total", "kind" => how.as_str()).increment(1);
+    match how {
+        End::Explicit => metrics::counter!("cancelctx_contexts_ended_total", "kind" => "explicit"),
+        End::Deadline => metrics::counter!("cancelctx_contexts_ended_total", "kind" => "deadline"),
+        End::Parent => metrics::counter!("cancelctx_contexts_ended_total", "kind" => "parent"),
+    }
+    .increment(1);
     #[cfg(feature = "tracing")]
     tracing::debug!(
         target: "cancelctx",

@@ -112,6 +112,16 @@ impl Pool {
     }
 
     fn work(&'static self, mut job: Option<Job>) {
+        /// Counts the thread out however it ends (even by a panic that
+        /// escaped every guard), so `threads` never counts a dead thread.
+        struct Exit(&'static Pool);
+        impl Drop for Exit {
+            fn drop(&mut self) {
+                // Relaxed: a soft limit and a statistic.
+                self.0.threads.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _exit = Exit(self);
         loop {
             if let Some(job) = job.take() {
                 self.run(job);
@@ -126,7 +136,6 @@ impl Pool {
                         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
                         .is_ok();
                     if retired {
-                        self.threads.fetch_sub(1, Ordering::Relaxed);
                         return;
                     }
                     // A submitter claimed us: its job is on the way.
@@ -145,6 +154,9 @@ impl Pool {
                 "cancelctx: an after_func callback panicked: {}",
                 panic_message(&*payload)
             );
+            // The payload is user data too: a panic in its `Drop` must not
+            // take the thread down.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
         }
     }
 

@@ -169,7 +169,7 @@ fn snapshot_since(seq: u64) -> Snapshot {
             age: now.saturating_duration_since(n.meta.created),
             remaining: n.deadline.map(|d| d.saturating_duration_since(now)),
             err: n.err(),
-            waiters: n.event.total_listeners(),
+            waiters: n.waiter_count(),
             children: n.child_count(),
         })
         .collect();

@@ -11,14 +11,12 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread;
 
-use event_listener::{Event, Listener};
-
 use super::Group;
 use super::members::{Outcome, panic_cause};
 use crate::context::Context;
 use crate::error::Cause;
 use crate::guard::CancelGuard;
-use crate::sync::Mutex;
+use crate::sync::{Condvar, Mutex};
 
 /// The members of a [`Group::scope`], each on its own scoped thread: Go's
 /// `errgroup.Group` with goroutines as threads.
@@ -65,8 +63,8 @@ struct Shared {
     ctx: Context,
     guard: CancelGuard,
     state: Mutex<State>,
-    /// Notified (every listener) when a member ends or the limit changes.
-    changed: Event,
+    /// Notified (every waiter) when a member ends or the limit changes.
+    changed: Condvar,
 }
 
 struct State {
@@ -91,23 +89,18 @@ impl Shared {
         }
     }
 
-    /// Blocks until a place is free and takes it ("check, listen, check").
+    /// Blocks until a place is free and takes it.
     fn acquire(&self) {
-        loop {
-            if self.try_acquire() {
-                return;
-            }
-            let listener = self.changed.listen();
-            if self.try_acquire() {
-                return;
-            }
-            listener.wait();
+        let mut state = self.state.lock();
+        while state.limit.is_some_and(|limit| state.active >= limit) {
+            state = self.changed.wait(state);
         }
+        state.active += 1;
     }
 
     fn release(&self) {
         self.state.lock().active -= 1;
-        self.changed.notify(usize::MAX);
+        self.changed.notify_all();
     }
 
     /// Records how a member ended, cancels on its failure, then releases its
@@ -147,16 +140,11 @@ impl Shared {
     }
 
     fn wait(&self) -> Result<(), Cause> {
-        loop {
-            if self.state.lock().active == 0 {
-                break;
-            }
-            let listener = self.changed.listen();
-            if self.state.lock().active == 0 {
-                break;
-            }
-            listener.wait();
+        let mut state = self.state.lock();
+        while state.active != 0 {
+            state = self.changed.wait(state);
         }
+        drop(state);
         self.guard.cancel();
         let (panic, first_err) = {
             let mut state = self.state.lock();
@@ -224,7 +212,7 @@ impl Group<'_> {
             ctx,
             guard,
             state: Mutex::new(state),
-            changed: Event::new(),
+            changed: Condvar::new(),
         });
         let value = thread::scope(|scope| {
             let group = GroupScope {
@@ -276,7 +264,7 @@ impl<'scope> GroupScope<'scope, '_> {
     #[doc(alias = "SetLimit")]
     pub fn set_limit(&self, limit: impl Into<Option<usize>>) {
         self.shared.state.lock().limit = limit.into();
-        self.shared.changed.notify(usize::MAX);
+        self.shared.changed.notify_all();
     }
 
     /// Runs `member` on a new scoped thread with the group's context. Go's
