@@ -81,11 +81,16 @@
 //!
 //! - `metrics` — counters of contexts created and ended (by kind: explicit,
 //!   deadline, parent) and a deadline-lateness histogram through the
-//!   [`metrics`](https://docs.rs/metrics) facade; [`Stats::record_gauges`].
+//!   [`metrics`](https://docs.rs/metrics) facade; `Stats::record_gauges`.
 //! - `tracing` — a DEBUG event (target `cancelctx`) when a context ends, with
 //!   its [name](Context::named), kind and cause.
-//! - `registry` — [`registry::snapshot`] lists live contexts as a tree, and
-//!   [`registry::LeakCheck`] fails tests that leak contexts.
+//! - `registry` — `registry::snapshot` lists live contexts as a tree, and
+//!   `registry::LeakCheck` fails tests that leak contexts.
+//! - `tower` — `tower::ServerLayer` and `tower::ClientLayer` carry deadlines
+//!   across processes in the gRPC `grpc-timeout` and Connect
+//!   `connect-timeout-ms` headers.
+//! - `tokio-util` — a tokio-util `CancellationToken` and a `Context` cancel
+//!   each other, both ways, with no leak when either side is dropped.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -103,15 +108,15 @@ mod node;
 mod observe;
 #[cfg(not(loom))]
 mod pool;
-#[cfg(feature = "registry")]
-#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
-pub mod registry;
 mod run;
 mod slab;
 mod stats;
 mod sync;
 
 pub mod grpc_timeout;
+#[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
+pub mod registry;
 #[cfg(feature = "tokio-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio-util")))]
 pub mod tokio_util;
