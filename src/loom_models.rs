@@ -160,3 +160,39 @@ fn loom_models_cause_vs_cancel() {
         reader.join().unwrap();
     });
 }
+
+/// A `Done` re-polled with a new waker while the context is canceled: the
+/// waker registered last when a poll returns `Pending` is always woken (the
+/// swap happens under the node lock that `mark` drains under).
+#[test]
+fn loom_models_done_waker_swap_vs_cancel() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context as TaskContext, Wake, Waker};
+
+    use loom::sync::atomic::{AtomicBool, Ordering};
+
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    model(|| {
+        let (ctx, guard) = Context::background().with_cancel();
+        let canceller = thread::spawn(move || guard.cancel());
+        let first = Arc::new(Flag(AtomicBool::new(false)));
+        let second = Arc::new(Flag(AtomicBool::new(false)));
+        let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
+        let mut done = ctx.done();
+        let _ = Pin::new(&mut done).poll(&mut TaskContext::from_waker(&w1));
+        let last = Pin::new(&mut done).poll(&mut TaskContext::from_waker(&w2));
+        canceller.join().unwrap();
+        if last.is_pending() {
+            assert!(second.0.load(Ordering::SeqCst), "the latest waker was not woken");
+        }
+        assert!(Pin::new(&mut done).poll(&mut TaskContext::from_waker(&w2)).is_ready());
+    });
+}

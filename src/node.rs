@@ -47,7 +47,7 @@ use crate::after_func::Registration;
 use crate::context::Context;
 use crate::error::{Cause, Error};
 use crate::observe::{self, End};
-use crate::slab::{Slab, Slot, occupied};
+use crate::slab::{Slab, Slot};
 use crate::sync::{self, AtomicU8, AtomicUsize, Mutex, Ordering};
 
 /// The node is live.
@@ -75,8 +75,6 @@ pub(crate) struct CancelNode {
     pub(crate) deadline: Option<Instant>,
     /// Whether the node has a timer of its own (`WithDeadline` in `Display`).
     pub(crate) own_deadline: bool,
-    /// The cause reported when the own deadline passes.
-    deadline_cause: Option<Cause>,
     /// See the table of constants above.
     state: AtomicU8,
     /// The node's index in its parent's slab. Written and read under the
@@ -89,21 +87,26 @@ pub(crate) struct CancelNode {
 }
 
 struct Inner {
-    /// Set, once, together with the `DONE_*` bits.
+    /// While live: the cause to report if the node's own deadline passes
+    /// (`with_*_cause`). Once done: the cause, set together with the
+    /// `DONE_*` bits.
     cause: Option<Cause>,
+    /// Children, `after_func` registrations and waiters' wakers (`Done`
+    /// futures and blocked threads), all drained by `mark`. Once done but not
+    /// `PROPAGATED`, it holds only the wakers of cancellers waiting for the
+    /// walk (drained when `PROPAGATED` is set).
     children: Slab<Child>,
+    /// How many entries of `children` are wakers.
+    waiters: u32,
     /// The node's own deadline entry, until it is canceled.
     timer: Option<Entry>,
-    /// Wakers to wake when the node is done: `Done` futures and blocked
-    /// threads (drained by `mark`); once done but not `PROPAGATED`, the
-    /// cancellers waiting for the walk (drained when it is set).
-    waiters: Slab<Waker>,
 }
 
 /// What a node's slab holds.
 pub(crate) enum Child {
     Node(Weak<CancelNode>),
     Func(Arc<Registration>),
+    Waiter(Waker),
 }
 
 impl Child {
@@ -111,15 +114,18 @@ impl Child {
         match self {
             Child::Node(w) => w.as_ptr() as *const () == addr,
             Child::Func(r) => Arc::as_ptr(r) as *const () == addr,
+            Child::Waiter(_) => false,
         }
     }
 }
 
 /// What a canceled node hands to its canceller.
 struct Drained {
+    /// Children, registrations and wakers.
     children: Vec<Slot<Child>>,
+    /// Whether any entry is a child or a registration (not only wakers).
+    has_children: bool,
     timer: Option<Entry>,
-    waiters: Vec<Slot<Waker>>,
 }
 
 /// Work a cancellation defers until the walk is over (invariant 5).
@@ -152,6 +158,14 @@ impl Aftermath {
             resume_unwind(payload);
         }
     }
+}
+
+/// The wakers among drained entries.
+fn wakers(slots: Vec<Slot<Child>>) -> impl Iterator<Item = Waker> {
+    slots.into_iter().filter_map(|slot| match slot {
+        Slot::Occupied(Child::Waiter(waker)) => Some(waker),
+        _ => None,
+    })
 }
 
 /// Wakes every waker, none under a lock. A panicking waker does not stop the
@@ -193,14 +207,13 @@ impl CancelNode {
             parent: parent.clone(),
             deadline: own.or(inherited),
             own_deadline: own.is_some(),
-            deadline_cause: own.and(deadline_cause),
             state: AtomicU8::new(LIVE),
             slot: AtomicUsize::new(NO_SLOT),
             inner: Mutex::new(Inner {
-                cause: None,
+                cause: own.and(deadline_cause),
                 children: Slab::new(),
+                waiters: 0,
                 timer: None,
-                waiters: Slab::new(),
             }),
             #[cfg(feature = "registry")]
             meta: crate::registry::Meta::new(),
@@ -217,11 +230,8 @@ impl CancelNode {
         }
         if let Some(at) = own {
             if at <= now.unwrap_or_else(Instant::now) {
-                node.cancel(
-                    Error::DeadlineExceeded,
-                    node.deadline_cause.clone(),
-                    End::Deadline,
-                );
+                let cause = node.inner.lock().cause.clone();
+                node.cancel(Error::DeadlineExceeded, cause, End::Deadline);
                 return node;
             }
             let alarm: Weak<dyn Alarm> = Arc::downgrade(&node) as Weak<dyn Alarm>;
@@ -260,7 +270,8 @@ impl CancelNode {
 
     /// Children and `after_func` registrations now registered.
     pub(crate) fn child_count(&self) -> usize {
-        self.inner.lock().children.len()
+        let inner = self.inner.lock();
+        inner.children.len() - inner.waiters as usize
     }
 
     /// Waiters registered now (`Done` futures and blocked threads).
@@ -269,7 +280,7 @@ impl CancelNode {
         let inner = self.inner.lock();
         // Relaxed: the done bits are written under this lock.
         if self.state.load(Ordering::Relaxed) & DONE == 0 {
-            inner.waiters.len()
+            inner.waiters as usize
         } else {
             0
         }
@@ -292,13 +303,17 @@ impl CancelNode {
             *key = None;
             return Some(err);
         }
-        match key.and_then(|k| inner.waiters.get_mut(k)) {
-            Some(registered) => {
+        match key.and_then(|k| inner.children.get_mut(k)) {
+            Some(Child::Waiter(registered)) => {
                 if !registered.will_wake(waker.as_ref().expect("set above")) {
                     mem::swap(registered, waker.as_mut().expect("set above"));
                 }
             }
-            None => *key = Some(inner.waiters.insert(waker.take().expect("set above"))),
+            _ => {
+                let child = Child::Waiter(waker.take().expect("set above"));
+                *key = Some(inner.children.insert(child));
+                inner.waiters += 1;
+            }
         }
         drop(inner);
         drop(waker);
@@ -312,10 +327,13 @@ impl CancelNode {
         // registration was drained already (and the slab may now hold
         // cancellers waiting for `PROPAGATED`: not ours to touch).
         let removed = if self.state.load(Ordering::Relaxed) & DONE == 0 {
-            inner.waiters.remove_if(key, |_| true)
+            inner.children.remove_if(key, |c| matches!(c, Child::Waiter(_)))
         } else {
             None
         };
+        if removed.is_some() {
+            inner.waiters -= 1;
+        }
         drop(inner);
         drop(removed);
     }
@@ -401,18 +419,18 @@ impl CancelNode {
             return None;
         }
         inner.cause = Some(cause.clone());
-        let leaf = inner.children.len() == 0;
+        let has_children = inner.children.len() > inner.waiters as usize;
         let children = inner.children.take();
+        inner.waiters = 0;
         let timer = inner.timer.take();
-        let waiters = inner.waiters.take();
-        let bits = encode(err) | if leaf { PROPAGATED } else { 0 };
+        let bits = encode(err) | if has_children { 0 } else { PROPAGATED };
         // Release: pairs with the Acquire in `err` (and publishes `cause`).
         self.state.store(bits, Ordering::Release);
         drop(inner);
         Some(Drained {
             children,
+            has_children,
             timer,
-            waiters,
         })
     }
 
@@ -424,21 +442,20 @@ impl CancelNode {
             self.wait_propagated();
             return;
         };
-        if drained.children.is_empty() {
+        if !drained.has_children {
             // A leaf: nothing to walk, nothing to allocate.
             self.unregister();
             if let Some(entry) = drained.timer {
                 entry.cancel();
             }
             observe::ended(self, err, how, &cause);
-            if let Some(payload) = wake_all(occupied(drained.waiters)) {
+            if let Some(payload) = wake_all(wakers(drained.children)) {
                 resume_unwind(payload);
             }
             return;
         }
         let mut after = Aftermath::default();
         after.timers.extend(drained.timer);
-        after.wakers.extend(occupied(drained.waiters));
         let mut stack = vec![Frame {
             node: self.clone(),
             children: drained.children.into_iter(),
@@ -446,7 +463,7 @@ impl CancelNode {
         while let Some(top) = stack.last_mut() {
             let Some(slot) = top.children.next() else {
                 let frame = stack.pop().expect("stack is not empty");
-                after.wakers.extend(occupied(frame.node.mark_propagated()));
+                after.wakers.extend(wakers(frame.node.mark_propagated()));
                 let ended = if Arc::ptr_eq(&frame.node, self) {
                     how
                 } else {
@@ -458,6 +475,7 @@ impl CancelNode {
             match slot {
                 Slot::Vacant(_) => {}
                 Slot::Occupied(Child::Func(reg)) => after.funcs.push(reg),
+                Slot::Occupied(Child::Waiter(waker)) => after.wakers.push(waker),
                 Slot::Occupied(Child::Node(weak)) => {
                     // A failed upgrade is a child being dropped right now.
                     let Some(child) = weak.upgrade() else {
@@ -466,7 +484,6 @@ impl CancelNode {
                     match child.mark(err, &cause) {
                         Some(d) => {
                             after.timers.extend(d.timer);
-                            after.wakers.extend(occupied(d.waiters));
                             stack.push(Frame {
                                 node: child,
                                 children: d.children.into_iter(),
@@ -489,11 +506,11 @@ impl CancelNode {
 
     /// Sets `PROPAGATED` (invariant 4) and hands back the cancellers waiting
     /// for it, to wake after the walk.
-    fn mark_propagated(&self) -> Vec<Slot<Waker>> {
+    fn mark_propagated(&self) -> Vec<Slot<Child>> {
         let mut inner = self.inner.lock();
         // Release: pairs with the Acquire in `wait_propagated`.
         self.state.fetch_or(PROPAGATED, Ordering::Release);
-        let waiters = inner.waiters.take();
+        let waiters = inner.children.take();
         drop(inner);
         waiters
     }
@@ -510,8 +527,9 @@ impl CancelNode {
         if self.state.load(Ordering::Relaxed) & PROPAGATED != 0 {
             return;
         }
-        // Never withdrawn: `mark_propagated` drains it.
-        inner.waiters.insert(waker);
+        // Never withdrawn: `mark_propagated` drains it. (Only wakers enter a
+        // done node's slab: registration refuses children, invariant 2.)
+        inner.children.insert(Child::Waiter(waker));
         drop(inner);
         while self.state.load(Ordering::Acquire) & PROPAGATED == 0 {
             sync::park();
@@ -524,7 +542,9 @@ impl Alarm for CancelNode {
         if let Some(deadline) = self.deadline {
             observe::deadline_fired(Instant::now().saturating_duration_since(deadline));
         }
-        let cause = self.deadline_cause.clone();
+        // While live, `cause` holds the deadline's cause (see `Inner`); if the
+        // node ends meanwhile, the first cause wins anyway.
+        let cause = self.inner.lock().cause.clone();
         self.cancel(Error::DeadlineExceeded, cause, End::Deadline);
     }
 }
@@ -592,4 +612,19 @@ pub(crate) fn take_parent(node: Arc<CancelNode>) -> Option<Context> {
     // Release while the parent is still known: `Drop` will not know it.
     node.release_at(addr);
     Some(mem::take(&mut node.parent))
+}
+
+
+#[cfg(all(test, target_pointer_width = "64", not(feature = "registry")))]
+mod tests {
+    use super::*;
+
+    /// A guard on the memory of a live timeout: the node is most of it.
+    #[test]
+    fn node_stays_small() {
+        let size = std::mem::size_of::<CancelNode>();
+        eprintln!("CancelNode: {size} bytes, Inner: {}", std::mem::size_of::<Inner>());
+        // 176 + the `Arc`'s two counts = 192 bytes, an allocator size class.
+        assert!(size <= 176, "CancelNode grew to {size} bytes");
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::error::{Cause, Error};
 use crate::node::CancelNode;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::stat::{AtomicU64, AtomicUsize, Ordering};
 
 /// How a context came to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +46,6 @@ struct Shard {
     parent: AtomicU64,
 }
 
-#[cfg(not(loom))]
 static COUNTERS: [Shard; SHARDS] = [const {
     Shard {
         created: AtomicU64::new(0),
@@ -56,10 +55,9 @@ static COUNTERS: [Shard; SHARDS] = [const {
     }
 }; SHARDS];
 
-#[cfg(not(loom))]
 fn shard() -> &'static Shard {
     use std::cell::Cell;
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
     }
@@ -67,7 +65,7 @@ fn shard() -> &'static Shard {
         .try_with(|i| {
             if i.get() == usize::MAX {
                 // Relaxed: only spreads threads over shards.
-                i.set(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS);
+                i.set(NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS);
             }
             i.get()
         })
@@ -75,11 +73,6 @@ fn shard() -> &'static Shard {
     &COUNTERS[idx]
 }
 
-/// Under loom statics cannot hold loom atomics: counting is off.
-#[cfg(loom)]
-fn count(_: impl FnOnce(&Shard)) {}
-
-#[cfg(not(loom))]
 fn count(f: impl FnOnce(&Shard)) {
     f(shard());
 }
@@ -108,7 +101,6 @@ impl ContextCounts {
 
 pub(crate) fn counts() -> ContextCounts {
     let mut c = ContextCounts::default();
-    #[cfg(not(loom))]
     for s in &COUNTERS {
         // Relaxed: statistics.
         c.created += s.created.load(Ordering::Relaxed);

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::node::CancelNode;
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::Mutex;
+use crate::sync::stat::{AtomicU64, AtomicUsize, Ordering};
 
 const SHARDS: usize = 8;
 

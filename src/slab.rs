@@ -8,17 +8,21 @@ use std::mem;
 const KEEP_SLOTS: usize = 64;
 
 /// End of the free list.
-const NONE: usize = usize::MAX;
+const NONE: u32 = u32::MAX;
 
 pub(crate) enum Slot<T> {
     Occupied(T),
-    Vacant(usize),
+    /// The next vacant slot (a free list threaded through the slab).
+    Vacant(u32),
 }
 
+/// Indices are `u32` (a node with four billion children is not a use case;
+/// `insert` panics past that): the slab lives in every context node, so its
+/// size matters.
 pub(crate) struct Slab<T> {
     slots: Vec<Slot<T>>,
-    next_free: usize,
-    len: usize,
+    next_free: u32,
+    len: u32,
 }
 
 impl<T> Slab<T> {
@@ -31,16 +35,17 @@ impl<T> Slab<T> {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     pub(crate) fn insert(&mut self, value: T) -> usize {
         self.len += 1;
         if self.next_free == NONE {
+            assert!(self.slots.len() < NONE as usize, "slab full");
             self.slots.push(Slot::Occupied(value));
             return self.slots.len() - 1;
         }
-        let idx = self.next_free;
+        let idx = self.next_free as usize;
         match mem::replace(&mut self.slots[idx], Slot::Occupied(value)) {
             Slot::Vacant(next) => self.next_free = next,
             Slot::Occupied(_) => unreachable!("the free list points at an occupied slot"),
@@ -66,7 +71,8 @@ impl<T> Slab<T> {
         else {
             unreachable!("checked above")
         };
-        self.next_free = idx;
+        // `idx < slots.len() <= u32::MAX`: checked by `insert`.
+        self.next_free = idx as u32;
         self.len -= 1;
         if self.len == 0 {
             if self.slots.capacity() > KEEP_SLOTS {
@@ -85,17 +91,16 @@ impl<T> Slab<T> {
     }
 }
 
-/// The occupied values of a taken slab.
-pub(crate) fn occupied<T>(slots: Vec<Slot<T>>) -> impl Iterator<Item = T> {
-    slots.into_iter().filter_map(|slot| match slot {
-        Slot::Occupied(value) => Some(value),
-        Slot::Vacant(_) => None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn occupied<T>(slots: Vec<Slot<T>>) -> impl Iterator<Item = T> {
+        slots.into_iter().filter_map(|slot| match slot {
+            Slot::Occupied(value) => Some(value),
+            Slot::Vacant(_) => None,
+        })
+    }
 
     #[test]
     fn insert_remove_reuse() {

@@ -4,8 +4,8 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use crate::callback::{Callback, run_batch};
-use crate::shared::{BATCH, Mode, Shared, State};
+use crate::callback::Callback;
+use crate::shared::{BATCH, ParkState, Shared};
 use crate::sync::{Arc, MutexGuard};
 
 /// Name of every timer thread.
@@ -20,16 +20,16 @@ pub(crate) trait Park {
     /// The current time. Read after every wake-up.
     fn now(&self) -> Instant;
 
-    /// Releases `guard` (a lock of `shared.state`) and blocks until notified
+    /// Releases `guard` (a lock of `shared.park`) and blocks until notified
     /// on `shared.cv` or until `until` passes (forever if `None`); returns
     /// with the lock held again. May return early (spurious wake-ups are
     /// fine: the loop re-checks).
     fn park<'a>(
         &self,
         shared: &'a Shared,
-        guard: MutexGuard<'a, State>,
+        guard: MutexGuard<'a, ParkState>,
         until: Option<Instant>,
-    ) -> MutexGuard<'a, State>;
+    ) -> MutexGuard<'a, ParkState>;
 }
 
 /// The real clock and condvar timeouts.
@@ -46,9 +46,9 @@ impl Park for SystemPark {
     fn park<'a>(
         &self,
         shared: &'a Shared,
-        guard: MutexGuard<'a, State>,
+        guard: MutexGuard<'a, ParkState>,
         until: Option<Instant>,
-    ) -> MutexGuard<'a, State> {
+    ) -> MutexGuard<'a, ParkState> {
         match until {
             Some(deadline) => shared.cv.wait_until(guard, deadline),
             None => shared.cv.wait(guard),
@@ -56,41 +56,43 @@ impl Park for SystemPark {
     }
 }
 
-/// The driver loop: until shutdown, fire what is due, then park until the
-/// earliest deadline.
+/// The driver loop: until shutdown, fire what is due in every shard, then
+/// park until the earliest deadline.
 ///
-/// * `now` is read after every wake-up and only entries with
-///   `deadline <= now` fire, so nothing fires early.
-/// * At most [`BATCH`] entries fire per lock acquisition; callbacks run with
-///   the lock released, each under `catch_unwind`.
-/// * The next deadline is computed under the lock and the lock is released
-///   only by the condvar wait itself, so an insert of an earlier deadline
-///   either is seen by that computation or notifies the waiting thread.
+/// * `now` is read at the start of every turn (after every wake-up) and only
+///   entries with `deadline <= now` fire, so nothing fires early.
+/// * Entries fire in deadline order across shards, at most [`BATCH`] per
+///   shard-lock acquisition; callbacks run with no lock held, each under
+///   `catch_unwind` (see [`Shared::fire_pass`]).
+/// * The turn protocol (`begin_turn` … `dirty` check, `publish_park`, wait,
+///   all but the scan under the park lock) guarantees that an insert of an
+///   earlier deadline into any shard is either seen by the scan or wakes the
+///   thread: see the module docs of `shared.rs`.
 ///
 /// On shutdown, entries still scheduled are removed and dropped unrun (outside
-/// the lock).
+/// the locks).
 pub(crate) fn run<P: Park>(shared: &Shared, park: &P) {
     let mut batch: Vec<(Instant, Callback)> = Vec::with_capacity(BATCH);
-    let mut st = shared.state.lock();
+    let mut st = shared.park.lock();
     while !st.shutdown {
-        let now = park.now();
-        if st.pop_due(now, &mut batch) > 0 {
-            drop(st);
-            let panicked = run_batch(&mut batch);
-            st = shared.state.lock();
-            st.counters.panicked += panicked;
-            continue;
+        shared.begin_turn(&mut st);
+        drop(st);
+        let (_fired, until) = shared.fire_pass(park.now(), &mut batch);
+        st = shared.park.lock();
+        if st.dirty || st.shutdown {
+            continue; // something may have been missed: scan again
         }
-        let until = st.queue.next_deadline();
-        st.parked = Some(until);
+        shared.publish_park(&st, until);
+        st.waiting = true;
         st = park.park(shared, st, until);
-        st.parked = None;
-        st.counters.wakeups += 1;
+        st.waiting = false;
+        st.wakeups += 1;
+        // Straight to the next `begin_turn`, without releasing the lock.
     }
-    st.mode = Mode::Stopped;
-    let mut leftovers = Vec::new();
-    st.queue.drain_into(&mut leftovers);
+    shared.stop(&mut st);
     drop(st);
+    let mut leftovers = Vec::new();
+    shared.drain_into(&mut leftovers);
     for callback in leftovers {
         // User `Drop` code: keep a panic in it from unwinding the thread.
         let _ = catch_unwind(AssertUnwindSafe(move || drop(callback)));

@@ -52,14 +52,14 @@ impl Entry {
         }
     }
 
-    /// Removes the entry from its timer's heap (O(log n)) so it never fires.
+    /// Removes the entry from its shard's heap (O(log n)) so it never fires.
     ///
     /// Returns `true` iff this call removed it: `false` if it has already
     /// fired or is firing (its callback may be running right now on another
     /// thread), or was already canceled. Exactly one of "a `cancel` returned
     /// `true`" and "the callback ran" happens. The removed callback (closure
     /// captures, waker, `Weak`) is dropped on the calling thread, outside the
-    /// timer's lock.
+    /// timer's locks.
     ///
     /// # Examples
     ///
@@ -86,7 +86,7 @@ impl Entry {
     }
 
     /// `true` while the entry is scheduled: not yet fired (taken off the heap)
-    /// nor canceled. Briefly takes the timer's lock; the answer may be stale
+    /// nor canceled. Briefly takes its shard's lock; the answer may be stale
     /// by the time it is used.
     pub fn is_pending(&self) -> bool {
         self.timer.get().shared().contains(self.key)

@@ -46,11 +46,29 @@
 //!   their heap position (O(log n) removal) and are reused through a free
 //!   list. An entry's key is its slot plus a never-reused sequence number, so
 //!   stale keys are harmless.
-//! * **Loop.** The thread locks the queue, pops up to a batch of entries due
-//!   at `now` (read after waking), unlocks, runs them under `catch_unwind`,
-//!   and repeats; when nothing is due it waits on a condition variable until
-//!   the earliest deadline. Scheduling a new earliest deadline notifies it.
-//!   Callbacks never run under the lock.
+//! * **Shards.** A threaded timer has several such queues (twice the
+//!   available parallelism, a power of two, at most 8), each behind its own
+//!   lock on its own cache line; a manual timer has one. A thread always
+//!   schedules on the same shard (threads are numbered round-robin on their
+//!   first schedule), and an entry's key names its shard (in the low bits of
+//!   its sequence number), so cancels go straight there: threads scheduling
+//!   and canceling at the same time take different locks. Equal deadlines
+//!   from one thread stay FIFO; across threads their order is unspecified
+//!   (see [*Order*](Timer#order)). Stats are per-shard counters, summed with
+//!   every shard lock held (so they stay exact).
+//! * **Loop.** The thread reads `now`, then fires everything due across the
+//!   shards in deadline order (a merge of the shard tops, up to a batch per
+//!   lock, callbacks run under `catch_unwind` with no lock held), and parks on
+//!   a condition variable until the earliest top it saw.
+//! * **Wake-up.** The thread publishes its park state in one atomic — "scanning
+//!   or parked with nothing", "parked until `t`", or "wake-up pending" — which
+//!   inserters read without a lock, and only when their entry became their
+//!   shard's earliest. Only an entry due before `t` (or any, while scanning)
+//!   takes the small park lock to mark the turn dirty and notify, so steady
+//!   timeouts scheduled after the earliest one cost no lock beyond their
+//!   shard's and no futex wake. The park decision and the wait happen under
+//!   that lock, so no wake-up is lost; the argument is in `shared.rs` and the
+//!   loom models check it.
 //! * **Precision.** Never early. The wait is a condvar timeout, and on Linux
 //!   the thread's timer slack is set to 1 ns (`prctl(PR_SET_TIMERSLACK)`), so
 //!   on an idle machine entries fire typically within tens of microseconds of
@@ -59,7 +77,8 @@
 //! * **Testing.** `--cfg loom` swaps the crate's synchronization for loom's;
 //!   only [`Timer::manual`] works there (there is no real time to drive a
 //!   thread). The loom models live in the crate: `RUSTFLAGS="--cfg loom"
-//!   cargo test -p cancelctx-timer --release --lib loom`.
+//!   CARGO_TARGET_DIR=target/loom cargo test -p cancelctx-timer --release
+//!   --lib loom`.
 
 #![deny(unsafe_code)]
 // Under loom no thread is spawned: the driver loop is exercised only by the

@@ -15,6 +15,11 @@
 //!   it is unique for the queue's whole life, so a stale key never matches a
 //!   slot that was reused (and the slab can even be dropped and rebuilt when the
 //!   queue empties — see [`SHRINK_ABOVE`]).
+//! * A queue has an id below [`MAX_IDS`] (the shard it serves, see
+//!   `shared.rs`), carried in its keys as `seq % MAX_IDS`: its sequence
+//!   numbers are `id, id + MAX_IDS, id + 2 * MAX_IDS, …`. So a key handed to
+//!   another queue matches nothing there either, at no cost in the key or in
+//!   the lookups (a field and a check measurably slowed insert + cancel).
 
 use std::time::Instant;
 
@@ -31,12 +36,23 @@ pub(crate) const SHRINK_TO: usize = 1024;
 /// End-of-list marker of the free list.
 const NIL: usize = usize::MAX;
 
+/// Queue ids are below this; it is also the step between a queue's sequence
+/// numbers.
+pub(crate) const MAX_IDS: usize = 8;
+
 /// Identifies one scheduled entry: slot index plus the entry's unique sequence
-/// number (its generation).
+/// number (its generation), which also names the queue (`seq % MAX_IDS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
     index: usize,
     seq: u64,
+}
+
+impl Key {
+    /// The id of the queue that issued this key.
+    pub(crate) fn queue_id(self) -> usize {
+        (self.seq % MAX_IDS as u64) as usize
+    }
 }
 
 /// A heap node: the ordering key inline, plus the slot holding the value.
@@ -66,6 +82,7 @@ pub(crate) struct Queue<T> {
     heap: Vec<Node>,
     slots: Vec<Slot<T>>,
     free_head: usize,
+    /// `≡ id (mod MAX_IDS)`; grows by `MAX_IDS` per insert.
     next_seq: u64,
 }
 
@@ -77,11 +94,17 @@ impl<T> Default for Queue<T> {
 
 impl<T> Queue<T> {
     pub(crate) const fn new() -> Self {
+        Self::with_id(0)
+    }
+
+    /// An empty queue whose keys carry `id` (`< MAX_IDS`).
+    pub(crate) const fn with_id(id: usize) -> Self {
+        assert!(id < MAX_IDS);
         Self {
             heap: Vec::new(),
             slots: Vec::new(),
             free_head: NIL,
-            next_seq: 0,
+            next_seq: id as u64,
         }
     }
 
@@ -104,7 +127,7 @@ impl<T> Queue<T> {
     /// the new earliest entry (the driver must then be woken).
     pub(crate) fn insert(&mut self, deadline: Instant, value: T) -> (Key, bool) {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq += MAX_IDS as u64;
         let pos = self.heap.len();
         let slot = Slot::Occupied { seq, pos, value };
         let index = if self.free_head == NIL {
@@ -150,16 +173,30 @@ impl<T> Queue<T> {
 
     /// Pops, in `(deadline, seq)` order, up to `max` entries whose deadline is
     /// `<= now`, appending `(deadline, value)` to `out`. Returns how many.
+    #[cfg(test)]
     pub(crate) fn pop_due(
         &mut self,
         now: Instant,
         out: &mut Vec<(Instant, T)>,
         max: usize,
     ) -> usize {
+        self.pop_while(out, max, |deadline| deadline <= now)
+    }
+
+    /// Pops, in `(deadline, seq)` order, up to `max` entries while `take`
+    /// accepts the earliest one's deadline, appending `(deadline, value)` to
+    /// `out`. Returns how many. (`take` must be monotone: once it rejects a
+    /// deadline it rejects every later one.)
+    pub(crate) fn pop_while(
+        &mut self,
+        out: &mut Vec<(Instant, T)>,
+        max: usize,
+        take: impl Fn(Instant) -> bool,
+    ) -> usize {
         let mut n = 0;
         while n < max {
             match self.heap.first() {
-                Some(top) if top.deadline <= now => {
+                Some(top) if take(top.deadline) => {
                     out.push(self.remove_at(0));
                     n += 1;
                 }

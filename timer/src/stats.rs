@@ -4,9 +4,12 @@ use std::time::Duration;
 
 /// A snapshot of a timer's counters, from [`Timer::stats`](crate::Timer::stats).
 ///
-/// Taking a snapshot briefly locks the timer's queue; the counters themselves
-/// are plain integers maintained under that same lock, so they cost nothing
-/// extra on the hot paths. Totals count since the timer was created.
+/// The counters are plain integers kept per shard under the shard's lock
+/// (and, for `wakeups` and `panicked`, under the thread's park lock), so they
+/// cost nothing extra on the hot paths. A snapshot holds every shard lock at
+/// once while it sums them, so `armed`, `scheduled`, `fired` and `canceled`
+/// are exact and mutually consistent (`armed == scheduled - fired -
+/// canceled` while the timer runs). Totals count since the timer was created.
 ///
 /// # Examples
 ///
@@ -57,27 +60,22 @@ pub struct Stats {
     pub wakeups: u64,
 }
 
-/// The counters kept under the queue lock.
+/// The counters of one shard, kept under its lock.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) scheduled: u64,
     pub(crate) fired: u64,
     pub(crate) canceled: u64,
-    pub(crate) panicked: u64,
     pub(crate) worst_lateness: Duration,
-    pub(crate) wakeups: u64,
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self, armed: usize) -> Stats {
-        Stats {
-            armed,
-            scheduled: self.scheduled,
-            fired: self.fired,
-            canceled: self.canceled,
-            panicked: self.panicked,
-            worst_lateness: self.worst_lateness,
-            wakeups: self.wakeups,
-        }
+    /// Adds this shard's counters (and its `armed` entries) to `stats`.
+    pub(crate) fn add_to(&self, armed: usize, stats: &mut Stats) {
+        stats.armed += armed;
+        stats.scheduled += self.scheduled;
+        stats.fired += self.fired;
+        stats.canceled += self.canceled;
+        stats.worst_lateness = stats.worst_lateness.max(self.worst_lateness);
     }
 }

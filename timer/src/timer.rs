@@ -41,10 +41,20 @@ use crate::sync::{AlarmWeak, Arc};
 /// lateness is whatever the OS scheduler adds; [`Stats::worst_lateness`]
 /// reports the worst seen.
 ///
+/// # Order
+///
+/// Entries fire in deadline order. Among equal deadlines, entries scheduled
+/// from one thread fire in the order they were scheduled (FIFO). A threaded
+/// timer keeps its entries in a few shards, one per scheduling thread, so
+/// that threads scheduling and canceling at once do not contend; equal
+/// deadlines scheduled from *different* threads then fire in an unspecified
+/// order. A [manual](Timer::manual) timer has a single shard: FIFO holds
+/// across threads too.
+///
 /// # Callbacks
 ///
-/// Callbacks run one at a time on the timer thread, never while the timer's
-/// lock is held, so they may schedule and cancel entries of the same timer.
+/// Callbacks run one at a time on the timer thread, never while one of the
+/// timer's locks is held, so they may schedule and cancel entries of the same timer.
 /// They should be short and must not block: every later entry waits while one
 /// runs. A panicking callback is caught, counted in [`Stats::panicked`], and
 /// the thread carries on (with `panic = "abort"`, the process aborts instead).
@@ -372,7 +382,8 @@ impl Timer {
         Sleep::new(self.clone(), Some(at))
     }
 
-    /// A snapshot of this timer's counters (briefly takes the timer's lock).
+    /// A snapshot of this timer's counters, exact and consistent (it briefly
+    /// holds all of the timer's shard locks at once).
     ///
     /// # Examples
     ///
@@ -391,14 +402,15 @@ impl Timer {
     }
 
     /// Fires, on the calling thread, every entry whose deadline is `<= now`,
-    /// in deadline order (FIFO among equal deadlines); returns how many fired.
+    /// in deadline order (FIFO among equal deadlines, see [*Order*](Timer#order));
+    /// returns how many fired.
     ///
     /// This is how a [manual](Timer::manual) timer advances. It works on any
     /// timer: on a threaded one it competes with the thread (each entry still
     /// fires exactly once, on whichever thread takes it first), and passing a
     /// `now` ahead of the real clock fires entries early, on purpose. Entries
     /// scheduled by the callbacks themselves fire in the same call if they are
-    /// due at `now`. Callbacks run with the lock released, in batches; panics
+    /// due at `now`. Callbacks run with no lock held, in batches; panics
     /// are caught and counted, as on the timer thread.
     ///
     /// # Examples

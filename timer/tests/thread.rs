@@ -71,6 +71,54 @@ fn earlier_deadline_wakes_a_thread_parked_on_a_far_one() {
 }
 
 #[test]
+fn earlier_deadline_from_another_thread_wakes_the_parked_thread() {
+    let timer = Timer::new();
+    // Parked on a far entry scheduled from this thread (this thread's shard)...
+    let _far = timer.schedule(Instant::now() + Duration::from_secs(3600), || {
+        panic!("far entry fired")
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    // ...an earlier one from other threads (other shards, most likely) must
+    // wake it, whichever shard it lands on.
+    for ahead_ms in [3, 1, 2] {
+        let timer = timer.clone();
+        let fired = std::thread::spawn(move || {
+            let (tx, rx) = mpsc::channel();
+            let at = Instant::now() + Duration::from_millis(ahead_ms);
+            let _entry = timer.schedule(at, move || tx.send(Instant::now()).unwrap());
+            let fired = rx
+                .recv_timeout(PATIENCE)
+                .expect("parked thread was not woken");
+            assert!(fired >= at);
+        });
+        fired.join().unwrap();
+    }
+    assert_eq!(timer.stats().armed, 1);
+}
+
+#[test]
+fn steady_later_timeouts_do_not_wake_the_parked_thread() {
+    let timer = Timer::new();
+    let _earliest = timer.schedule(Instant::now() + Duration::from_secs(3600), || {});
+    // Let the thread start and park on it.
+    std::thread::sleep(Duration::from_millis(50));
+    let before = timer.stats().wakeups;
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..10_000 {
+                    let at = Instant::now() + Duration::from_secs(7200);
+                    assert!(timer.schedule(at, || {}).cancel());
+                }
+            });
+        }
+    });
+    let stats = timer.stats();
+    assert_eq!(stats.wakeups, before, "later deadlines need no wake-up");
+    assert_eq!((stats.armed, stats.canceled), (1, 20_000));
+}
+
+#[test]
 fn past_deadline_fires_at_the_next_turn() {
     let timer = Timer::new();
     let (tx, rx) = mpsc::channel();
