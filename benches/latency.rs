@@ -1,305 +1,357 @@
 //! Wake-up lateness: how long after its deadline a waiter runs again.
 //!
-//! For every sample a deadline 1-3 ms ahead is drawn (a tiny xorshift PRNG),
-//! the waiter blocks until it, and on waking records
-//! `Instant::now() - deadline`. For the context rows `deadline` is
-//! `ctx.deadline().unwrap()` of a `with_timeout` context. Rows:
+//! `cargo bench --bench latency` (about 80 s) prints one table: for every
+//! waiter and condition, the lateness (the time from the deadline to the
+//! waiter running again) at p50, p90, p99 and max, in µs. Deadlines are drawn
+//! 1-3 ms ahead (a tiny xorshift PRNG, so wake-ups do not phase-lock with
+//! anything periodic); every row takes [`SAMPLES`] samples after
+//! [`WARMUP`] unrecorded ones, on a fresh thread.
 //!
-//! - cancelctx `wait_done()` on a plain thread;
-//! - cancelctx `done()` awaited under `futures::executor::block_on`;
-//! - cancelctx `ctx.sleep(1 h)` under `block_on`, cut short by the context's
-//!   deadline (`Err(DeadlineExceeded)`);
-//! - `cancelctx::timer::Timer::global().sleep_until(deadline)` under `block_on`;
-//! - the floor: `std::thread::sleep` until the deadline with the default
-//!   50 µs timer slack, and with the thread's slack set to 1 ns through
-//!   `/proc/<tid>/timerslack_ns` (Linux; the row is skipped if that fails);
-//! - `wait_done()` and `done()` again with 2 × cores busy threads spinning
-//!   (Go's timers are late by tens of ms there; `benches/go` measures Go).
+//! The `others` column is the CPU (in cores) that other processes on the
+//! machine used while the row ran, from `/proc/stat` minus this process's own
+//! time: on a shared machine, a row with `others` near 1 measured the
+//! neighbours as much as the waiter.
 //!
-//! Prints one table (p50, p90, p99, max in µs) and the total elapsed time,
-//! and writes the same table as CSV to
-//! `${CARGO_TARGET_DIR:-target}/latency/latency.csv`.
+//! The same table goes to `${CARGO_TARGET_DIR:-target}/latency/latency.csv`,
+//! every sample to `latency_samples.csv` next to it, and the lateness CDFs to
+//! `latency.svg` (one line per waiter, log-scale x axis).
 //!
-//! `cargo bench --bench latency` (about 10 s); `-- --quick` for a smoke run
-//! with fewer samples (also what `cargo test --benches` gets: without the
-//! `--bench` that `cargo bench` passes, the run is quick). Other arguments are
-//! ignored.
+//! # Rows
+//!
+//! The rows are the data in [`rows`]: a name, a [`Condition`] and a
+//! `measure` function. Waiters:
+//!
+//! - cancelctx: `wait_done()` on a plain thread; `done().await` under tokio
+//!   (current-thread and 2-worker runtimes built **without** the time
+//!   driver), smol, async-std and `futures::executor`; `ctx.sleep(1 h)` cut
+//!   short by the context's deadline; `cancelctx::timer::Timer` directly.
+//! - the alternatives: tokio `sleep_until` (runtimes with the time driver),
+//!   async-io `Timer::at`, async-std `task::sleep`, futures-timer `Delay`;
+//! - the floor: `std::thread::sleep` until the deadline with the thread's
+//!   timer slack at 1 ns (the best a thread can do without spinning), and
+//!   with the default 50 µs slack;
+//! - Go's `context`, from the program in `benches/go` (built with `go` if it
+//!   is on `PATH`; see `docs/benchmarks.md`).
+//!
+//! Conditions:
+//!
+//! - **idle**: nothing else runs in this process;
+//! - **saturated**: 2 × cores threads spin for the whole row (Go's rows spin
+//!   2 × GOMAXPROCS goroutines of their own instead);
+//! - **CPU-bound**: every worker of a 2-worker tokio runtime spins on
+//!   `ctx.is_done()` (or on a pinned tokio `Sleep`'s `is_elapsed()`); the
+//!   sample is the time from the deadline until the last spinning worker saw
+//!   it. A spinner gives up [`CAP`] after the deadline; such a sample is
+//!   reported as capped (`>=50000`).
+//!
+//! # Flags
+//!
+//! `-- --quick` (CI): [`SAMPLES_QUICK`] samples per row and no Go rows
+//! (`--go` adds them back); under 20 s. Without the `--bench` flag that
+//! `cargo bench` passes (`cargo test --benches`) the run is quick too.
+//! `--no-go` skips Go. Any other argument is a filter: only rows whose
+//! `condition/name` contains it run.
 
-use std::fmt::Write as _;
+#[path = "latency/cpu.rs"]
+mod cpu;
+#[path = "latency/go.rs"]
+mod go;
+#[path = "latency/report.rs"]
+mod report;
+#[path = "latency/waiters.rs"]
+mod waiters;
+
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cancelctx::Context;
-use cancelctx::timer::Timer;
-use futures::executor::block_on;
+use cpu::CpuTicks;
+use report::Measured;
+use waiters::{Busy, Exec, Plan, blocking, on};
 
-/// Samples per row (and with `--quick`).
+/// Samples per row.
 const SAMPLES: usize = 400;
+/// Samples per row with `--quick`.
 const SAMPLES_QUICK: usize = 40;
-/// Unrecorded samples first, to start the timer thread and warm caches.
+/// Unrecorded samples first, to start threads and warm caches.
 const WARMUP: usize = 10;
+/// How long a CPU-bound spinner waits past the deadline before giving up.
+const CAP: Duration = Duration::from_millis(50);
 
-/// A tiny xorshift64* generator: deadlines spread over 1-3 ms so wake-ups do
-/// not phase-lock with anything periodic.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        let seed = clock.map_or(0, |d| d.as_nanos() as u64) ^ 0x9E37_79B9_7F4A_7C15;
-        Rng(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A timeout uniformly in [1 ms, 3 ms).
-    fn timeout(&mut self) -> Duration {
-        Duration::from_micros(1_000 + self.next() % 2_000)
-    }
+/// Under which load a row is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Condition {
+    /// Nothing else runs in this process.
+    Idle,
+    /// 2 × cores threads spin in this process (Go: 2 × GOMAXPROCS goroutines).
+    Saturated,
+    /// Every worker of the runtime spins, checking the deadline in its loop.
+    CpuBound,
 }
 
-/// One waiter: given a timeout, waits and returns the lateness (µs).
-type Waiter = fn(Duration) -> f64;
+impl Condition {
+    const ALL: [Condition; 3] = [Condition::Idle, Condition::Saturated, Condition::CpuBound];
 
-fn lateness_us(deadline: Instant) -> f64 {
-    Instant::now()
-        .saturating_duration_since(deadline)
-        .as_secs_f64()
-        * 1e6
-}
-
-fn wait_done(timeout: Duration) -> f64 {
-    let (ctx, _cancel) = Context::background().with_timeout(timeout);
-    let deadline = ctx.deadline().expect("with_timeout sets a deadline");
-    ctx.wait_done();
-    lateness_us(deadline)
-}
-
-fn done_block_on(timeout: Duration) -> f64 {
-    let (ctx, _cancel) = Context::background().with_timeout(timeout);
-    let deadline = ctx.deadline().expect("with_timeout sets a deadline");
-    block_on(ctx.done());
-    lateness_us(deadline)
-}
-
-fn ctx_sleep_block_on(timeout: Duration) -> f64 {
-    let (ctx, _cancel) = Context::background().with_timeout(timeout);
-    let deadline = ctx.deadline().expect("with_timeout sets a deadline");
-    let slept = block_on(ctx.sleep(Duration::from_secs(3600)));
-    assert!(slept.is_err(), "the context's deadline ends the sleep");
-    lateness_us(deadline)
-}
-
-fn timer_sleep_until(timeout: Duration) -> f64 {
-    let deadline = Instant::now() + timeout;
-    block_on(Timer::global().sleep_until(deadline));
-    lateness_us(deadline)
-}
-
-fn thread_sleep(timeout: Duration) -> f64 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
+    fn label(self) -> String {
+        let busy = 2 * cores();
+        match self {
+            Condition::Idle => "idle".to_owned(),
+            Condition::Saturated => format!("saturated: {busy} busy threads"),
+            Condition::CpuBound => "CPU-bound: every worker spins".to_owned(),
         }
-        thread::sleep(deadline - now);
     }
-    lateness_us(deadline)
-}
 
-/// Sets the calling thread's timer slack to 1 ns without `unsafe`: writes
-/// `/proc/<tid>/timerslack_ns`, the tid read from `/proc/thread-self`.
-fn minimize_own_timer_slack() -> std::io::Result<()> {
-    let link = std::fs::read_link("/proc/thread-self")?; // "<pid>/task/<tid>"
-    let tid = link
-        .file_name()
-        .and_then(|t| t.to_str())
-        .ok_or_else(|| std::io::Error::other("unexpected /proc/thread-self"))?
-        .to_owned();
-    let path = format!("/proc/{tid}/timerslack_ns");
-    std::fs::write(&path, "1")?;
-    let now = std::fs::read_to_string(&path)?;
-    if now.trim() == "1" {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "timer slack is {} ns",
-            now.trim()
-        )))
+    fn key(self) -> &'static str {
+        match self {
+            Condition::Idle => "idle",
+            Condition::Saturated => "saturated",
+            Condition::CpuBound => "cpu-bound",
+        }
     }
 }
 
+/// How a row's samples are taken: `Err` skips the row with a reason.
+type Measure = fn(&Plan) -> Result<Vec<f64>, String>;
+
+/// One line of the table.
+#[derive(Clone, Copy)]
 struct Row {
-    name: String,
-    /// Sorted lateness samples, µs.
-    samples: Vec<f64>,
+    name: &'static str,
+    condition: Condition,
+    /// Returns the lateness of every timeout in `plan.timeouts`, µs
+    /// (`f64::INFINITY` for a capped sample).
+    measure: Measure,
+}
+
+// Row names the goal checks look up.
+const WAIT_DONE: &str = "cancelctx wait_done(), plain thread";
+const FLOOR: &str = "floor: thread::sleep, timer slack 1 ns";
+const TOKIO_SLEEP: &str = "tokio sleep_until, multi-thread rt";
+const GO_DONE: &str = "Go <-ctx.Done()";
+const GO_BUSY: &str = "Go <-ctx.Done(), 2 x GOMAXPROCS busy goroutines";
+const SPIN_IS_DONE: &str = "cancelctx is_done() seen by 2 spinning tokio workers";
+const SPIN_TOKIO: &str = "tokio Sleep::is_elapsed() seen by 2 spinning tokio workers";
+
+/// The waiters measured in the idle and the saturated condition.
+const WAITERS: &[(&str, Measure)] = &[
+    (WAIT_DONE, |p| blocking(p, waiters::wait_done)),
+    (
+        "cancelctx done().await, tokio current-thread rt (no time driver)",
+        |p| on(Exec::TokioCurrent, p, waiters::ctx_done),
+    ),
+    (
+        "cancelctx done().await, tokio 2-worker rt (no time driver)",
+        |p| on(Exec::TokioMulti, p, waiters::ctx_done),
+    ),
+    ("cancelctx done().await, smol::block_on", |p| {
+        on(Exec::Smol, p, waiters::ctx_done)
+    }),
+    ("cancelctx done().await, async-std task::spawn", |p| {
+        on(Exec::AsyncStd, p, waiters::ctx_done)
+    }),
+    ("cancelctx done().await, futures::executor::block_on", |p| {
+        on(Exec::Futures, p, waiters::ctx_done)
+    }),
+    (
+        "cancelctx ctx.sleep(1 h) cut short by the deadline, block_on",
+        |p| on(Exec::Futures, p, waiters::ctx_sleep),
+    ),
+    ("cancelctx Timer::global().sleep_until(), block_on", |p| {
+        on(Exec::Futures, p, waiters::timer_sleep_until)
+    }),
+    ("tokio sleep_until, current-thread rt", |p| {
+        on(Exec::TokioCurrentTime, p, waiters::tokio_sleep_until)
+    }),
+    (TOKIO_SLEEP, |p| {
+        on(Exec::TokioMultiTime, p, waiters::tokio_sleep_until)
+    }),
+    ("async-io Timer::at, async_io::block_on", |p| {
+        on(Exec::AsyncIo, p, waiters::async_io_timer)
+    }),
+    ("async-std task::sleep, task::spawn", |p| {
+        on(Exec::AsyncStd, p, waiters::async_std_sleep)
+    }),
+    ("futures-timer Delay, block_on", |p| {
+        on(Exec::Futures, p, waiters::futures_timer_delay)
+    }),
+    (FLOOR, |p| {
+        waiters::minimize_own_timer_slack()?;
+        blocking(p, waiters::thread_sleep)
+    }),
+    ("floor: thread::sleep, default timer slack", |p| {
+        blocking(p, waiters::thread_sleep)
+    }),
+];
+
+/// Every row, in the order measured and printed.
+fn rows() -> Vec<Row> {
+    let mut rows = Vec::new();
+    for condition in [Condition::Idle, Condition::Saturated] {
+        for &(name, measure) in WAITERS {
+            rows.push(Row {
+                name,
+                condition,
+                measure,
+            });
+        }
+    }
+    rows.push(Row {
+        name: GO_DONE,
+        condition: Condition::Idle,
+        measure: |p| go::run("idle", p),
+    });
+    rows.push(Row {
+        name: GO_BUSY,
+        condition: Condition::Saturated,
+        measure: |p| go::run("busy", p),
+    });
+    rows.push(Row {
+        name: SPIN_IS_DONE,
+        condition: Condition::CpuBound,
+        measure: waiters::spin_is_done,
+    });
+    rows.push(Row {
+        name: SPIN_TOKIO,
+        condition: Condition::CpuBound,
+        measure: waiters::spin_tokio_is_elapsed,
+    });
+    rows.push(Row {
+        name: "Go ctx.Err() seen by GOMAXPROCS spinning goroutines",
+        condition: Condition::CpuBound,
+        measure: |p| go::run("spin", p),
+    });
+    rows.sort_by_key(|r| r.condition); // stable: keeps the order above
+    rows
 }
 
 impl Row {
-    /// Nearest-rank percentile.
-    fn pct(&self, p: f64) -> f64 {
-        let n = self.samples.len();
-        let rank = ((p / 100.0) * n as f64).ceil() as usize;
-        self.samples[rank.clamp(1, n) - 1]
+    fn is_go(&self) -> bool {
+        self.name.starts_with("Go ")
     }
 
-    fn max(&self) -> f64 {
-        *self.samples.last().expect("at least one sample")
-    }
-}
-
-/// Runs `waiter` `n` times (after a warm-up) on a fresh thread, optionally
-/// with minimal timer slack, and collects the sorted lateness.
-fn measure(name: &str, waiter: Waiter, n: usize, min_slack: bool) -> Option<Row> {
-    let handle = thread::Builder::new()
-        .name("latency-waiter".into())
-        .spawn(move || {
-            if min_slack {
-                if let Err(err) = minimize_own_timer_slack() {
-                    eprintln!("skipping the minimal-slack row: {err}");
-                    return None;
-                }
-            }
-            let mut rng = Rng::new();
-            for _ in 0..WARMUP {
-                waiter(rng.timeout());
-            }
-            let mut samples: Vec<f64> = (0..n).map(|_| waiter(rng.timeout())).collect();
-            samples.sort_by(f64::total_cmp);
-            Some(samples)
-        })
-        .expect("spawn the waiter thread");
-    let samples = handle.join().expect("waiter thread panicked")?;
-    Some(Row {
-        name: name.to_owned(),
-        samples,
-    })
-}
-
-/// `count` threads spinning until the returned guard is dropped.
-struct Busy {
-    stop: Arc<AtomicBool>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Busy {
-    fn start(count: usize) -> Busy {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..count)
-            .map(|i| {
-                let stop = stop.clone();
-                thread::Builder::new()
-                    .name(format!("latency-busy-{i}"))
-                    .spawn(move || {
-                        let mut x = 0u64;
-                        // Relaxed: a stop flag; a late stop only spins longer.
-                        while !stop.load(Ordering::Relaxed) {
-                            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-                        }
-                    })
-                    .expect("spawn a busy thread")
-            })
-            .collect();
-        Busy { stop, threads }
+    /// Whether the harness starts the busy threads: Go's program spins its
+    /// own goroutines, CPU-bound rows their own workers.
+    fn needs_busy_threads(&self) -> bool {
+        self.condition == Condition::Saturated && !self.is_go()
     }
 }
 
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
+fn cores() -> usize {
+    thread::available_parallelism().map_or(2, |c| c.get())
 }
 
+/// `${CARGO_TARGET_DIR:-target}` (cargo runs benches in the package root).
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from)
 }
 
-fn main() {
-    // `cargo bench` passes `--bench`; without it (`cargo test --benches`, as
-    // with criterion's test mode) this is a smoke run, like `--quick`. Other
-    // arguments (filters) are ignored.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench");
-    let n = if quick { SAMPLES_QUICK } else { SAMPLES };
-    let cores = thread::available_parallelism().map_or(2, |c| c.get());
-    let busy_count = 2 * cores;
-    let started = Instant::now();
+/// The 1-minute load average, for the report.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
 
-    let idle: [(&str, Waiter, bool); 6] = [
-        ("cancelctx wait_done() (plain thread)", wait_done, false),
-        ("cancelctx done() (block_on)", done_block_on, false),
-        (
-            "cancelctx ctx.sleep() cut by deadline (block_on)",
-            ctx_sleep_block_on,
-            false,
-        ),
-        (
-            "cancelctx Timer::global().sleep_until() (block_on)",
-            timer_sleep_until,
-            false,
-        ),
-        ("floor: thread::sleep, default slack", thread_sleep, false),
-        ("floor: thread::sleep, slack 1 ns", thread_sleep, true),
-    ];
-    let mut rows: Vec<Row> = idle
+struct Options {
+    quick: bool,
+    go: bool,
+    filters: Vec<String>,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`)
+    // this is a smoke run.
+    let quick = flag("--quick") || !flag("--bench");
+    let go = if quick {
+        flag("--go")
+    } else {
+        !flag("--no-go")
+    };
+    let filters = args
         .iter()
-        .filter_map(|&(name, waiter, min_slack)| measure(name, waiter, n, min_slack))
+        .filter(|a| !a.starts_with('-'))
+        .cloned()
         .collect();
-    {
-        let _busy = Busy::start(busy_count);
-        let busy: [(&str, Waiter); 3] = [
-            ("cancelctx wait_done() (plain thread)", wait_done),
-            ("cancelctx done() (block_on)", done_block_on),
-            ("floor: thread::sleep, default slack", thread_sleep),
-        ];
-        for (name, waiter) in busy {
-            let name = format!("{name}, {busy_count} busy threads");
-            rows.extend(measure(&name, waiter, n, false));
+    Options { quick, go, filters }
+}
+
+fn main() {
+    let opts = options();
+    let n = if opts.quick { SAMPLES_QUICK } else { SAMPLES };
+    let started = Instant::now();
+    let load_before = load_average();
+    let cpu_before = CpuTicks::now();
+    let dir = target_dir().join("latency");
+
+    let go = if opts.go {
+        go::prepare(&dir)
+    } else {
+        Err("skipped (--quick without --go, or --no-go)".to_owned())
+    };
+    if let Err(why) = &go {
+        eprintln!("Go rows: {why}");
+    }
+
+    let mut measured = Vec::new();
+    for (index, row) in rows().into_iter().enumerate() {
+        let id = format!("{}/{}", row.condition.key(), row.name);
+        if !opts.filters.is_empty() && !opts.filters.iter().any(|f| id.contains(f.as_str())) {
+            continue;
+        }
+        if row.is_go() && go.is_err() {
+            continue;
+        }
+        eprint!("{id} ... ");
+        let plan = Plan::new(n, WARMUP, index as u64);
+        let busy = row.needs_busy_threads().then(|| Busy::start(2 * cores()));
+        let t0 = Instant::now();
+        let cpu = CpuTicks::now();
+        let result = thread::Builder::new()
+            .name("latency-row".into())
+            .spawn(move || (row.measure)(&plan))
+            .expect("spawn the row's thread")
+            .join()
+            .unwrap_or_else(|_| Err("the row's thread panicked".to_owned()));
+        drop(busy);
+        let others = cpu.and_then(CpuTicks::others_since);
+        match result {
+            Ok(samples) => {
+                eprintln!("{:.1} s", t0.elapsed().as_secs_f64());
+                measured.push(Measured::new(row.name, row.condition, samples, others));
+            }
+            Err(why) => eprintln!("skipped: {why}"),
         }
     }
     let elapsed = started.elapsed();
+    let load_after = load_average();
+    let others = cpu_before
+        .and_then(CpuTicks::others_since)
+        .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}"));
 
-    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    println!();
     println!(
-        "wake-up lateness after a deadline 1-3 ms ahead, µs ({n} samples per row, {cores} cores){}",
-        if quick { ", --quick" } else { "" }
+        "wake-up lateness: deadline (1-3 ms ahead) -> the waiter running again, µs\n\
+         {n} samples per row{}, {} cores, {:.0} s; other processes used {others} cores on \
+         average (column `others`: during the row); 1-min load average {load_before} -> \
+         {load_after} (this run's own threads included)",
+        if opts.quick { " (--quick)" } else { "" },
+        cores(),
+        elapsed.as_secs_f64()
     );
-    println!(
-        "{:<width$}  {:>8} {:>8} {:>8} {:>8}",
-        "waiter", "p50", "p90", "p99", "max"
-    );
-    let mut csv = String::from("waiter,samples,p50_us,p90_us,p99_us,max_us\n");
-    for r in &rows {
-        let (p50, p90, p99, max) = (r.pct(50.0), r.pct(90.0), r.pct(99.0), r.max());
-        println!(
-            "{:<width$}  {p50:>8.1} {p90:>8.1} {p99:>8.1} {max:>8.1}",
-            r.name
-        );
-        let _ = writeln!(
-            csv,
-            "\"{}\",{},{p50:.1},{p90:.1},{p99:.1},{max:.1}",
-            r.name,
-            r.samples.len()
-        );
-    }
-    println!("elapsed: {:.1} s", elapsed.as_secs_f64());
-
-    let dir = target_dir().join("latency");
-    let path = dir.join("latency.csv");
-    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, csv)) {
-        Ok(()) => println!("wrote {}", path.display()),
-        Err(err) => eprintln!("could not write {}: {err}", path.display()),
+    println!();
+    report::print_table(&measured);
+    println!();
+    report::print_goals(&measured);
+    println!();
+    match report::write_files(&dir, &measured) {
+        Ok(paths) => {
+            for p in paths {
+                println!("wrote {}", p.display());
+            }
+        }
+        Err(err) => eprintln!("could not write under {}: {err}", dir.display()),
     }
 }

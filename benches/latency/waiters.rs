@@ -1,0 +1,402 @@
+//! The waiters, the executors they run on, and the load generators.
+//!
+//! A waiter takes one timeout, waits until the deadline it implies, and
+//! returns its lateness in µs. Context waiters measure against
+//! `ctx.deadline()`; the others against `Instant::now() + timeout` read just
+//! before the timer is created (a few ns early, which overstates their
+//! lateness by as much).
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cancelctx::Context;
+use cancelctx::timer::Timer;
+
+use super::CAP;
+
+/// The timeouts of one row: `warmup` ones whose lateness is dropped, then
+/// `timeouts`.
+pub(crate) struct Plan {
+    pub(crate) warmup: Vec<Duration>,
+    pub(crate) timeouts: Vec<Duration>,
+}
+
+impl Plan {
+    /// `n` recorded and `warmup` unrecorded timeouts, uniform in [1 ms, 3 ms)
+    /// (xorshift64*, seeded per row so a run is reproducible).
+    pub(crate) fn new(n: usize, warmup: usize, seed: u64) -> Plan {
+        let mut state = (seed.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let x = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            Duration::from_micros(1_000 + x % 2_000)
+        };
+        Plan {
+            warmup: (0..warmup).map(|_| next()).collect(),
+            timeouts: (0..n).map(|_| next()).collect(),
+        }
+    }
+}
+
+pub(crate) fn lateness_us(deadline: Instant) -> f64 {
+    Instant::now()
+        .saturating_duration_since(deadline)
+        .as_secs_f64()
+        * 1e6
+}
+
+// ---------------------------------------------------------------------------
+// Blocking waiters (run on the row's own thread).
+
+/// Runs a blocking waiter over the plan on the calling thread.
+pub(crate) fn blocking(plan: &Plan, waiter: fn(Duration) -> f64) -> Result<Vec<f64>, String> {
+    for &t in &plan.warmup {
+        waiter(t);
+    }
+    Ok(plan.timeouts.iter().map(|&t| waiter(t)).collect())
+}
+
+pub(crate) fn wait_done(timeout: Duration) -> f64 {
+    let (ctx, _guard) = Context::background().with_timeout(timeout);
+    let deadline = ctx.deadline().expect("with_timeout sets a deadline");
+    ctx.wait_done();
+    lateness_us(deadline)
+}
+
+pub(crate) fn thread_sleep(timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        thread::sleep(deadline - now);
+    }
+    lateness_us(deadline)
+}
+
+/// Sets the calling thread's timer slack to 1 ns without `unsafe`: writes
+/// `/proc/<tid>/timerslack_ns`, the tid read from `/proc/thread-self`.
+/// (cancelctx's timer thread does the same with `prctl(PR_SET_TIMERSLACK)`.)
+pub(crate) fn minimize_own_timer_slack() -> Result<(), String> {
+    let link =
+        std::fs::read_link("/proc/thread-self").map_err(|e| format!("/proc/thread-self: {e}"))?;
+    let tid = link
+        .file_name()
+        .and_then(|t| t.to_str())
+        .ok_or("unexpected /proc/thread-self")?
+        .to_owned();
+    let path = format!("/proc/{tid}/timerslack_ns");
+    std::fs::write(&path, "1").map_err(|e| format!("{path}: {e}"))?;
+    let now = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    if now.trim() == "1" {
+        Ok(())
+    } else {
+        Err(format!("timer slack stayed at {} ns", now.trim()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Async waiters (one future per sample).
+
+pub(crate) async fn ctx_done(timeout: Duration) -> f64 {
+    let (ctx, _guard) = Context::background().with_timeout(timeout);
+    let deadline = ctx.deadline().expect("with_timeout sets a deadline");
+    ctx.done().await;
+    lateness_us(deadline)
+}
+
+pub(crate) async fn ctx_sleep(timeout: Duration) -> f64 {
+    let (ctx, _guard) = Context::background().with_timeout(timeout);
+    let deadline = ctx.deadline().expect("with_timeout sets a deadline");
+    let slept = ctx.sleep(Duration::from_secs(3600)).await;
+    assert!(slept.is_err(), "the context's deadline ends the sleep");
+    lateness_us(deadline)
+}
+
+pub(crate) async fn timer_sleep_until(timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    Timer::global().sleep_until(deadline).await;
+    lateness_us(deadline)
+}
+
+pub(crate) async fn tokio_sleep_until(timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    tokio::time::sleep_until(deadline.into()).await;
+    lateness_us(deadline)
+}
+
+pub(crate) async fn async_io_timer(timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    async_io::Timer::at(deadline).await;
+    lateness_us(deadline)
+}
+
+pub(crate) async fn async_std_sleep(timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    async_std::task::sleep(timeout).await;
+    lateness_us(deadline)
+}
+
+pub(crate) async fn futures_timer_delay(timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    futures_timer::Delay::new(timeout).await;
+    lateness_us(deadline)
+}
+
+// ---------------------------------------------------------------------------
+// Executors.
+
+/// Where an async waiter's sample loop runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Exec {
+    /// `Builder::new_current_thread().build()`: no time driver.
+    TokioCurrent,
+    /// `new_multi_thread().worker_threads(2).build()`, loop spawned onto a
+    /// worker: no time driver.
+    TokioMulti,
+    /// As `TokioCurrent`, with `enable_time()`.
+    TokioCurrentTime,
+    /// As `TokioMulti`, with `enable_time()`.
+    TokioMultiTime,
+    /// `smol::block_on` (async-io's: this thread also drives the reactor).
+    Smol,
+    /// `async_std::task::spawn` onto async-std's executor threads.
+    AsyncStd,
+    /// `futures::executor::block_on`.
+    Futures,
+    /// `async_io::block_on`.
+    AsyncIo,
+}
+
+fn tokio_rt(multi: bool, time: bool) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = if multi {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    if time {
+        builder.enable_time();
+    }
+    builder.build().map_err(|e| format!("tokio runtime: {e}"))
+}
+
+/// Runs `waiter` over the plan, one sample after the other, in one task on
+/// `exec`.
+pub(crate) fn on<W, F>(exec: Exec, plan: &Plan, waiter: W) -> Result<Vec<f64>, String>
+where
+    W: Fn(Duration) -> F + Send + 'static,
+    F: Future<Output = f64> + Send,
+{
+    let warmup = plan.warmup.clone();
+    let timeouts = plan.timeouts.clone();
+    let task = async move {
+        for t in warmup {
+            waiter(t).await;
+        }
+        let mut out = Vec::with_capacity(timeouts.len());
+        for t in timeouts {
+            out.push(waiter(t).await);
+        }
+        out
+    };
+    match exec {
+        Exec::TokioCurrent | Exec::TokioCurrentTime => {
+            Ok(tokio_rt(false, matches!(exec, Exec::TokioCurrentTime))?.block_on(task))
+        }
+        Exec::TokioMulti | Exec::TokioMultiTime => {
+            let rt = tokio_rt(true, matches!(exec, Exec::TokioMultiTime))?;
+            rt.block_on(rt.spawn(task))
+                .map_err(|e| format!("task: {e}"))
+        }
+        Exec::Smol => Ok(smol::block_on(task)),
+        Exec::AsyncStd => Ok(async_std::task::block_on(async_std::task::spawn(task))),
+        Exec::Futures => Ok(futures::executor::block_on(task)),
+        Exec::AsyncIo => Ok(async_io::block_on(task)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// CPU-bound: every worker of a 2-worker tokio runtime spins.
+
+/// Workers of the CPU-bound runtime, and spinners per sample.
+const SPINNERS: usize = 2;
+
+/// Spins until `seen()` or until [`CAP`] after `deadline`; the lateness, or
+/// `INFINITY` if capped. Counts a spinner that only started after the
+/// deadline (its sample would not measure a spinning worker).
+fn spin_until(deadline: Instant, late_starts: &AtomicUsize, mut seen: impl FnMut() -> bool) -> f64 {
+    if Instant::now() >= deadline {
+        late_starts.fetch_add(1, Ordering::Relaxed);
+    }
+    let give_up = deadline + CAP;
+    loop {
+        if seen() {
+            return lateness_us(deadline);
+        }
+        if Instant::now() >= give_up {
+            return f64::INFINITY;
+        }
+    }
+}
+
+/// Where the spinners of one sample meet: each announces itself and spins
+/// until the sample's context (or deadline) is published, which happens only
+/// once every spinner is running, so every worker is busy before the clock
+/// starts.
+struct Rendezvous<T> {
+    ready: AtomicUsize,
+    value: OnceLock<T>,
+}
+
+impl<T> Rendezvous<T> {
+    fn arrive(&self) -> &T {
+        self.ready.fetch_add(1, Ordering::AcqRel);
+        loop {
+            if let Some(v) = self.value.get() {
+                return v;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// One sample: [`SPINNERS`] tasks start spinning; once all run, `publish`
+/// creates what they spin on; the worst lateness among them.
+fn spin_sample<T, F>(
+    rt: &tokio::runtime::Runtime,
+    publish: impl FnOnce() -> T,
+    spinner: impl Fn(Arc<Rendezvous<T>>) -> F,
+) -> Result<f64, String>
+where
+    T: Send + Sync + 'static,
+    F: Future<Output = f64> + Send + 'static,
+{
+    let meet = Arc::new(Rendezvous {
+        ready: AtomicUsize::new(0),
+        value: OnceLock::new(),
+    });
+    let handles: Vec<_> = (0..SPINNERS)
+        .map(|_| rt.spawn(spinner(Arc::clone(&meet))))
+        .collect();
+    while meet.ready.load(Ordering::Acquire) < SPINNERS {
+        thread::yield_now();
+    }
+    let _ = meet.value.set(publish());
+    rt.block_on(async {
+        let mut worst = 0.0f64;
+        for h in handles {
+            worst = worst.max(h.await.map_err(|e| format!("spinner: {e}"))?);
+        }
+        Ok(worst)
+    })
+}
+
+fn spin_row(
+    plan: &Plan,
+    time_driver: bool,
+    sample: impl Fn(&tokio::runtime::Runtime, Duration, &Arc<AtomicUsize>) -> Result<f64, String>,
+) -> Result<Vec<f64>, String> {
+    let rt = tokio_rt(true, time_driver)?;
+    let late_starts = Arc::new(AtomicUsize::new(0));
+    for &t in &plan.warmup {
+        sample(&rt, t, &late_starts)?;
+    }
+    late_starts.store(0, Ordering::Relaxed);
+    let out = plan
+        .timeouts
+        .iter()
+        .map(|&t| sample(&rt, t, &late_starts))
+        .collect::<Result<Vec<f64>, String>>()?;
+    let late = late_starts.load(Ordering::Relaxed);
+    if late > 0 {
+        eprint!("({late} spinners saw their deadline pass before they started) ");
+    }
+    Ok(out)
+}
+
+/// cancelctx: the workers spin on `ctx.is_done()` (runtime without the time
+/// driver).
+pub(crate) fn spin_is_done(plan: &Plan) -> Result<Vec<f64>, String> {
+    spin_row(plan, false, |rt, timeout, late_starts| {
+        let mut guard = None;
+        let publish = || {
+            let (ctx, g) = Context::background().with_timeout(timeout);
+            guard = Some(g);
+            ctx
+        };
+        spin_sample(rt, publish, |meet: Arc<Rendezvous<Context>>| {
+            let late_starts = Arc::clone(late_starts);
+            async move {
+                let ctx = meet.arrive();
+                let deadline = ctx.deadline().expect("with_timeout sets a deadline");
+                spin_until(deadline, &late_starts, || ctx.is_done())
+            }
+        })
+    })
+}
+
+/// tokio: each worker spins on `is_elapsed()` of its own pinned `Sleep`,
+/// polled once first so that it is registered with the time driver.
+pub(crate) fn spin_tokio_is_elapsed(plan: &Plan) -> Result<Vec<f64>, String> {
+    spin_row(plan, true, |rt, timeout, late_starts| {
+        let publish = || Instant::now() + timeout;
+        spin_sample(rt, publish, |meet: Arc<Rendezvous<Instant>>| {
+            let late_starts = Arc::clone(late_starts);
+            async move {
+                let deadline = *meet.arrive();
+                let mut sleep = pin!(tokio::time::sleep_until(deadline.into()));
+                let _ = futures::poll!(sleep.as_mut());
+                spin_until(deadline, &late_starts, || sleep.is_elapsed())
+            }
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Saturation.
+
+/// `count` threads spinning until dropped.
+pub(crate) struct Busy {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Busy {
+    pub(crate) fn start(count: usize) -> Busy {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|i| {
+                let stop = stop.clone();
+                thread::Builder::new()
+                    .name(format!("latency-busy-{i}"))
+                    .spawn(move || {
+                        let mut x = 0u64;
+                        // Relaxed: a stop flag; a late stop only spins longer.
+                        while !stop.load(Ordering::Relaxed) {
+                            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                        }
+                    })
+                    .expect("spawn a busy thread")
+            })
+            .collect();
+        Busy { stop, threads }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
