@@ -191,8 +191,15 @@ fn loom_models_done_waker_swap_vs_cancel() {
         let last = Pin::new(&mut done).poll(&mut TaskContext::from_waker(&w2));
         canceller.join().unwrap();
         if last.is_pending() {
-            assert!(second.0.load(Ordering::SeqCst), "the latest waker was not woken");
+            assert!(
+                second.0.load(Ordering::SeqCst),
+                "the latest waker was not woken"
+            );
         }
-        assert!(Pin::new(&mut done).poll(&mut TaskContext::from_waker(&w2)).is_ready());
+        assert!(
+            Pin::new(&mut done)
+                .poll(&mut TaskContext::from_waker(&w2))
+                .is_ready()
+        );
     });
 }

@@ -327,7 +327,9 @@ impl CancelNode {
         // registration was drained already (and the slab may now hold
         // cancellers waiting for `PROPAGATED`: not ours to touch).
         let removed = if self.state.load(Ordering::Relaxed) & DONE == 0 {
-            inner.children.remove_if(key, |c| matches!(c, Child::Waiter(_)))
+            inner
+                .children
+                .remove_if(key, |c| matches!(c, Child::Waiter(_)))
         } else {
             None
         };
@@ -614,7 +616,6 @@ pub(crate) fn take_parent(node: Arc<CancelNode>) -> Option<Context> {
     Some(mem::take(&mut node.parent))
 }
 
-
 #[cfg(all(test, target_pointer_width = "64", not(feature = "registry")))]
 mod tests {
     use super::*;
@@ -623,7 +624,10 @@ mod tests {
     #[test]
     fn node_stays_small() {
         let size = std::mem::size_of::<CancelNode>();
-        eprintln!("CancelNode: {size} bytes, Inner: {}", std::mem::size_of::<Inner>());
+        eprintln!(
+            "CancelNode: {size} bytes, Inner: {}",
+            std::mem::size_of::<Inner>()
+        );
         // 176 + the `Arc`'s two counts = 192 bytes, an allocator size class.
         assert!(size <= 176, "CancelNode grew to {size} bytes");
     }
