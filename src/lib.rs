@@ -83,7 +83,9 @@
 //!   deadline, parent) and a deadline-lateness histogram through the
 //!   [`metrics`](https://docs.rs/metrics) facade; `Stats::record_gauges`.
 //! - `tracing` — a DEBUG event (target `cancelctx`) when a context ends, with
-//!   its [name](Context::named), kind and cause.
+//!   its [name](Context::named), kind and cause. (No span per context: a
+//!   context is not an execution scope — it crosses threads and tasks — so
+//!   the event carries the name instead.)
 //! - `registry` — `registry::snapshot` lists live contexts as a tree, and
 //!   `registry::LeakCheck` fails tests that leak contexts.
 //! - `tower` — `tower::ServerLayer` and `tower::ClientLayer` carry deadlines
