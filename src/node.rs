@@ -552,6 +552,26 @@ impl Alarm for CancelNode {
 }
 
 impl CancelNode {
+    /// Fires the deadline this node has at `now`, whether its own or an
+    /// ancestor's, if it has passed: what a blocked waiter does when it wakes
+    /// at the deadline by itself and finds the timer thread has not fired yet
+    /// (on a saturated machine it may not have had the CPU). The first
+    /// cancel wins, so racing the timer is harmless, and `cancel` returns
+    /// only once this node is done (invariant 4).
+    pub(crate) fn expire(self: &Arc<Self>, now: Instant) {
+        let mut node = self.clone();
+        loop {
+            if node.own_deadline && node.deadline.is_some_and(|d| d <= now) {
+                Alarm::fire(node);
+                return;
+            }
+            node = match node.parent.scope() {
+                Some(parent) => parent.clone(),
+                None => return,
+            };
+        }
+    }
+
     /// Nobody can observe the node any more: give up its place in the
     /// parent's slab and its timer entry at once (invariant 3). Idempotent.
     fn release(&self) {
