@@ -167,6 +167,19 @@ where
     elapsed
 }
 
+/// Runs `op` `iters` times: on the 2-thread harness if `parallel`, else on
+/// this thread; returns the elapsed time criterion expects.
+fn run_on(parallel: bool, iters: u64, op: impl Fn(&mut ()) + Sync) -> Duration {
+    if parallel {
+        return run_parallel(iters, || (), op);
+    }
+    let start = Instant::now();
+    for _ in 0..iters {
+        op(&mut ());
+    }
+    start.elapsed()
+}
+
 /// `select { case <-ctx.Done(): return true; default: return false }`:
 /// one poll of a fresh `done()` future with a no-op waker.
 fn poll_done_once(ctx: &Context) -> bool {
@@ -509,17 +522,7 @@ fn ours(c: &mut Criterion) {
                     drop(cancel);
                     drop(ctx);
                 };
-                b.iter_custom(|iters| {
-                    if parallel {
-                        run_parallel(iters, || (), op)
-                    } else {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            op(&mut ());
-                        }
-                        start.elapsed()
-                    }
-                });
+                b.iter_custom(|iters| run_on(parallel, iters, op));
             },
         );
         group.bench_function(format!("with_timeout+cancel/{threads_label}"), |b| {
@@ -528,17 +531,7 @@ fn ours(c: &mut Criterion) {
                 drop(cancel);
                 drop(ctx);
             };
-            b.iter_custom(|iters| {
-                if parallel {
-                    run_parallel(iters, || (), op)
-                } else {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        op(&mut ());
-                    }
-                    start.elapsed()
-                }
-            });
+            b.iter_custom(|iters| run_on(parallel, iters, op));
         });
     }
 
