@@ -438,11 +438,12 @@ impl CancelNode {
 
     /// Cancels this node and every descendant, without recursion; returns once
     /// all of them are done (invariant 4). Idempotent: the first cause wins.
-    pub(crate) fn cancel(self: &Arc<Self>, err: Error, cause: Option<Cause>, how: End) {
+    /// `true` if this call ended the node (it won), `false` if it already was.
+    pub(crate) fn cancel(self: &Arc<Self>, err: Error, cause: Option<Cause>, how: End) -> bool {
         let cause = cause.unwrap_or_else(|| Cause::from_error(err));
         let Some(drained) = self.mark(err, &cause) else {
             self.wait_propagated();
-            return;
+            return false;
         };
         if !drained.has_children {
             // A leaf: nothing to walk, nothing to allocate.
@@ -454,7 +455,7 @@ impl CancelNode {
             if let Some(payload) = wake_all(wakers(drained.children)) {
                 resume_unwind(payload);
             }
-            return;
+            return true;
         }
         let mut after = Aftermath::default();
         after.timers.extend(drained.timer);
@@ -504,6 +505,7 @@ impl CancelNode {
         // find this node and wait for its `PROPAGATED` (invariant 4).
         self.unregister();
         after.finish(err, &cause);
+        true
     }
 
     /// Sets `PROPAGATED` (invariant 4) and hands back the cancellers waiting
@@ -541,13 +543,17 @@ impl CancelNode {
 
 impl Alarm for CancelNode {
     fn fire(self: Arc<Self>) {
-        if let Some(deadline) = self.deadline {
-            observe::deadline_fired(Instant::now().saturating_duration_since(deadline));
-        }
+        let now = Instant::now();
         // While live, `cause` holds the deadline's cause (see `Inner`); if the
         // node ends meanwhile, the first cause wins anyway.
         let cause = self.inner.lock().cause.clone();
-        self.cancel(Error::DeadlineExceeded, cause, End::Deadline);
+        // Lateness counts once, for whoever fired the deadline: the timer
+        // thread or a waiter (`expire`).
+        if self.cancel(Error::DeadlineExceeded, cause, End::Deadline) {
+            if let Some(deadline) = self.deadline {
+                observe::deadline_fired(now.saturating_duration_since(deadline));
+            }
+        }
     }
 }
 
