@@ -176,7 +176,7 @@ impl Context {
     pub fn wait_done(&self) -> Error {
         let Some(node) = self.scope() else {
             loop {
-                std::thread::park();
+                sync::park();
             }
         };
         if let Some(err) = node.err() {
@@ -190,7 +190,7 @@ impl Context {
                 return err;
             }
             match ctx_deadline {
-                Some(at) => ctx_deadline = park_toward(node, at, None),
+                Some(at) => ctx_deadline = park_toward(node, at),
                 None => sync::park(),
             }
         }
@@ -238,39 +238,34 @@ impl Context {
             if let Some(err) = waiter.poll(&waker) {
                 return Some(err);
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 // Withdraws the waker (dropping `waiter`), then a last look.
                 drop(waiter);
                 return node.err();
             }
             match ctx_deadline {
-                Some(at) if at < deadline => ctx_deadline = park_toward(node, at, Some(deadline)),
-                _ => {
-                    let now = Instant::now();
-                    if now < deadline {
-                        sync::park_timeout(deadline - now);
-                    }
-                }
+                Some(at) if at < deadline => ctx_deadline = park_toward(node, at),
+                _ => sync::park_timeout(deadline - now),
             }
         }
     }
 }
 
 /// One park of a thread waiting on `node`, whose deadline is `at`: until a
-/// wake-up or `at` (or `until`, the caller's own limit, if earlier). A
+/// wake-up or `at` (callers pass an `at` before their own limit). A
 /// thread that wakes at `at` and finds the context not yet done fires the
 /// deadline itself ([`CancelNode::expire`]) rather than wait for the timer
 /// thread: one wake-up instead of two when the machine is saturated.
 /// Returns the deadline to keep parking toward (`None` once it has passed,
 /// so a context that still is not done is waited for untimed).
-fn park_toward(node: &Arc<CancelNode>, at: Instant, until: Option<Instant>) -> Option<Instant> {
+fn park_toward(node: &Arc<CancelNode>, at: Instant) -> Option<Instant> {
     let now = Instant::now();
     if now >= at {
         node.expire(now);
         return None;
     }
-    let wake = until.map_or(at, |u| u.min(at));
-    sync::park_timeout(wake - now);
+    sync::park_timeout(at - now);
     Some(at)
 }
 
@@ -281,6 +276,6 @@ fn park_until(deadline: Instant) {
         if now >= deadline {
             return;
         }
-        std::thread::park_timeout(deadline - now);
+        sync::park_timeout(deadline - now);
     }
 }
