@@ -25,6 +25,7 @@ pub(crate) enum End {
 }
 
 impl End {
+    #[cfg(feature = "tracing")]
     fn as_str(self) -> &'static str {
         match self {
             End::Explicit => "explicit",
@@ -122,6 +123,7 @@ pub(crate) fn created() {
 }
 
 /// `node` ended (it won `mark`): count it and report it.
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn ended(node: &CancelNode, err: Error, how: End, cause: &Cause) {
     // Relaxed: statistics.
     count(|s| {
@@ -149,12 +151,11 @@ pub(crate) fn ended(node: &CancelNode, err: Error, how: End, cause: &Cause) {
         cause = %cause,
         "context ended"
     );
-    let _ = (node, err, cause, how.as_str());
 }
 
 /// A context's own deadline fired, `lateness` after it (on the timer thread).
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn deadline_fired(lateness: Duration) {
     #[cfg(feature = "metrics")]
     metrics::histogram!("cancelctx_deadline_lateness_seconds").record(lateness.as_secs_f64());
-    let _ = lateness;
 }
