@@ -8,7 +8,12 @@
 //!
 //! # How Go maps to Rust here
 //!
-//! - A goroutine is a `std::thread`.
+//! - A goroutine that runs for the whole benchmark (`b.RunParallel`'s) is a
+//!   `std::thread`. A goroutine started per operation
+//!   (`DeepValueNewGoRoutine`) is a task: `tokio::spawn` on a current-thread
+//!   runtime, then awaiting its `JoinHandle` (Go's `go` + `wg.Wait()`, which
+//!   also runs the new goroutine on the same thread). The OS-thread version
+//!   is `ours/deep_value_new_thread/depth=N`.
 //! - `b.RunParallel` is [`run_parallel`]: criterion's `iter_custom` with
 //!   [`THREADS`] threads (GOMAXPROCS on the 2-core machine the numbers come
 //!   from) taking iterations from a shared counter in chunks, like
@@ -22,9 +27,14 @@
 //!   `CancelGuard::detach()`: the child stays live until its parent ends,
 //!   as in Go. (`let (c, _) = ...` would cancel it at once instead.)
 //! - Go's cancel func is one `CancelGuard` drop (`drop(guard)` cancels once).
-//! - Go values are keyed by any comparable value; ours by type. A Go key
-//!   `i` becomes a value of type `Depth`, and the Go miss `Value(-1)` a
-//!   lookup of a type that is not on the chain ([`Missing`]).
+//! - Go values are keyed by any comparable value; ours by type. Go's keys
+//!   `0..depth` become `depth` distinct types ([`GoKey<N>`](GoKey)), and the
+//!   Go miss `Value(-1)` a lookup of a type that is not on the chain
+//!   ([`Missing`]). Distinct types matter: each value link summarizes the
+//!   types above it in a 64-bit Bloom filter, so a chain of one type would
+//!   make every miss O(1), which Go's chain of distinct keys does not allow.
+//!   Hits are measured under `ours/value_hit/depth=N` (the value at the
+//!   root: the whole chain walked).
 //!
 //! An allocation count per operation of the claims in `ours/` is printed
 //! before the benchmarks run (a counting global allocator, switched on only
@@ -205,12 +215,29 @@ fn build_context_tree(root: &Context, depth: usize) -> Context {
 
 /// `depth` value contexts under `background`, keyed like Go's `WithValue(ctx, i, i)`.
 fn value_chain(depth: usize) -> Context {
-    let mut ctx = Context::background();
-    for i in 0..depth {
-        ctx = ctx.with_value(Depth(i));
-    }
-    ctx
+    WITH_GO_KEY[..depth]
+        .iter()
+        .fold(Context::background(), |ctx, with_key| with_key(&ctx))
 }
+
+/// Go's integer key `N` in the `DeepValue*` benchmarks: a type of its own.
+struct GoKey<const N: usize>;
+
+fn with_go_key<const N: usize>(ctx: &Context) -> Context {
+    ctx.with_value(GoKey::<N>)
+}
+
+macro_rules! go_keys {
+    ($($n:literal)*) => { [$(with_go_key::<$n> as fn(&Context) -> Context),*] };
+}
+
+/// `WITH_GO_KEY[i](ctx)` is Go's `WithValue(ctx, i, i)`.
+static WITH_GO_KEY: [fn(&Context) -> Context; 100] = go_keys!(
+    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29
+    30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56
+    57 58 59 60 61 62 63 64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83
+    84 85 86 87 88 89 90 91 92 93 94 95 96 97 98 99
+);
 
 /// `concurrency` live one-hour timeout contexts, as Go's `benchmarkWithTimeout`
 /// keeps them (the contexts are kept too: a context nobody can observe
@@ -223,9 +250,6 @@ fn live_timeouts(concurrency: usize) -> Vec<(Context, CancelGuard)> {
 
 /// The key/value of `CommonParentCancel` (Go: `WithValue(Background(), "key", "value")`).
 struct Key(&'static str);
-
-/// Go's integer keys in the `DeepValue*` benchmarks.
-struct Depth(#[allow(dead_code)] usize);
 
 /// Go's `ctx.Value(-1)`: a key that is not on the chain.
 struct Missing;
@@ -378,18 +402,30 @@ fn context_cancel_done(c: &mut Criterion) {
     });
 }
 
-/// Go: `BenchmarkDeepValueNewGoRoutine/depth=N`: a lookup that misses, on a
-/// new thread per op (Go: a new goroutine). This measures thread spawn+join
-/// far more than the lookup: an OS thread is not a goroutine.
-fn deep_value_new_thread(c: &mut Criterion) {
+/// Go: `BenchmarkDeepValueNewGoRoutine/depth=N`: a lookup that misses, in
+/// a new goroutine per op, which the op waits for. The goroutine is a tokio
+/// task on a current-thread runtime (see the module docs); the whole loop
+/// runs inside one `block_on`, as Go's runs inside one goroutine.
+fn deep_value_new_task(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
     let mut group = c.benchmark_group("DeepValueNewGoRoutine");
     for depth in [10usize, 20, 30, 50, 100] {
         let ctx = value_chain(depth);
         group.bench_function(format!("depth={depth}"), |b| {
-            b.iter(|| {
-                thread::scope(|s| {
-                    s.spawn(|| black_box(ctx.value::<Missing>().is_some()));
-                });
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let ctx = ctx.clone();
+                        let task = tokio::spawn(async move {
+                            black_box(ctx.value::<Missing>().is_some());
+                        });
+                        task.await.expect("the task does not panic");
+                    }
+                    start.elapsed()
+                })
             });
         });
     }
@@ -426,6 +462,23 @@ fn err_ok_canceled(c: &mut Criterion) {
 
 fn ours(c: &mut Criterion) {
     let mut group = c.benchmark_group("ours");
+
+    // Go's `DeepValue*` with what the ports above leave out: an OS thread per
+    // op instead of a task, and lookups that hit (the value at the root, so
+    // the whole chain is walked: the Bloom summary cannot help).
+    for depth in [10usize, 100] {
+        let ctx = value_chain(depth);
+        group.bench_function(format!("deep_value_new_thread/depth={depth}"), |b| {
+            b.iter(|| {
+                thread::scope(|s| {
+                    s.spawn(|| black_box(ctx.value::<Missing>().is_some()));
+                });
+            });
+        });
+        group.bench_function(format!("value_hit/depth={depth}"), |b| {
+            b.iter(|| black_box(black_box(&ctx).value::<GoKey<0>>().is_some()));
+        });
+    }
 
     // Create + cancel, single thread.
     group.bench_function("with_cancel+cancel/parent=Background", |b| {
@@ -632,7 +685,7 @@ fn main() {
     cancel_tree(&mut c);
     check_canceled(&mut c);
     context_cancel_done(&mut c);
-    deep_value_new_thread(&mut c);
+    deep_value_new_task(&mut c);
     deep_value_same_thread(&mut c);
     err_ok_canceled(&mut c);
     ours(&mut c);

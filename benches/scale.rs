@@ -433,7 +433,7 @@ fn breakdown(iters: u32, lines: &mut Vec<Line>) {
     let cancel = ns_per_op(iters, || {
         drop(black_box(Context::background().with_cancel()))
     });
-    let alloc = ns_per_op(iters, || drop(black_box(Box::new([0u8; 192]))));
+    let alloc = ns_per_op(iters, || drop(black_box(Box::new([0u8; 104]))));
     let mutex = std::sync::Mutex::new(0u64);
     let lock = ns_per_op(iters, || {
         *black_box(&mutex).lock().expect("not poisoned") += 1
@@ -464,7 +464,7 @@ fn breakdown(iters: u32, lines: &mut Vec<Line>) {
         "",
     ));
     lines.push(line(
-        "  for scale: malloc + free of 192 B (a node)",
+        "  for scale: malloc + free of 104 B (a node)",
         format!("{alloc:.0} ns"),
         "",
     ));

@@ -11,7 +11,7 @@ use cancelctx_timer::Timer;
 
 use crate::error::{Cause, Error};
 use crate::guard::CancelGuard;
-use crate::link::{self, DynLink, LinkKind};
+use crate::link::{self, DynLink, LinkKind, TypeBits};
 use crate::node::{self, CancelNode};
 
 /// A cancellation signal, a deadline and request-scoped values, carried down
@@ -344,20 +344,33 @@ impl Context {
     /// The nearest value of type `T` on this context's chain.
     ///
     /// The lookup walks the chain iteratively (no recursion), skipping
-    /// cancelable links.
+    /// cancelable links. A miss is usually cheap: every value link carries a
+    /// 64-bit summary of the value types between it and the nearest
+    /// cancelable ancestor, so a type that is not there is ruled out at the
+    /// first link of each such segment (below
+    /// [`without_cancel`](Context::without_cancel), lookups walk).
     #[doc(alias = "Value")]
     pub fn value<T: Send + Sync + 'static>(&self) -> Option<&T> {
         let wanted = std::any::TypeId::of::<T>();
+        let bit = TypeBits::of(wanted);
         let mut ctx = self;
         loop {
             ctx = match &ctx.repr {
                 Repr::Link(link) => {
-                    if let LinkKind::Value { type_id, .. } = link.kind {
-                        if type_id == wanted {
-                            return (&link.value as &dyn Any).downcast_ref::<T>();
+                    if !link.types.may_contain(bit) {
+                        // Not on this segment: skip to above its scope.
+                        match &link.scope {
+                            Some(scope) => &scope.parent,
+                            None => return None,
                         }
+                    } else {
+                        if let LinkKind::Value { type_id, .. } = link.kind {
+                            if type_id == wanted {
+                                return (&link.value as &dyn Any).downcast_ref::<T>();
+                            }
+                        }
+                        &link.parent
                     }
-                    &link.parent
                 }
                 Repr::Cancel(node) => &node.parent,
                 Repr::Background | Repr::Todo => return None,
@@ -402,6 +415,14 @@ impl Context {
             Repr::Cancel(node) => node::take_parent(node),
             Repr::Link(link) => link::take_parent(link),
             Repr::Background | Repr::Todo => None,
+        }
+    }
+
+    /// The link this context is, if it is one.
+    pub(crate) fn link(&self) -> Option<&DynLink> {
+        match &self.repr {
+            Repr::Link(link) => Some(link),
+            _ => None,
         }
     }
 

@@ -113,6 +113,12 @@ impl fmt::Display for Message {
 impl StdError for Message {}
 
 impl Cause {
+    /// Whether this is `err` itself ([`Cause::from_error`]`(err)`): what a
+    /// done node need not store (its done bits say it).
+    pub(crate) fn is_plain(&self, err: Error) -> bool {
+        matches!(self.0, Repr::Error(e) if e == err)
+    }
+
     /// Wraps any error as a cause.
     ///
     /// ```

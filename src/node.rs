@@ -47,8 +47,8 @@ use crate::after_func::Registration;
 use crate::context::Context;
 use crate::error::{Cause, Error};
 use crate::observe::{self, End};
-use crate::slab::{Slab, Slot};
-use crate::sync::{self, AtomicU8, AtomicUsize, Mutex, Ordering};
+use crate::slab::{Slab, Slot, Slots};
+use crate::sync::{self, AtomicU8, AtomicU32, Mutex, Ordering};
 
 /// The node is live.
 const LIVE: u8 = 0;
@@ -61,8 +61,8 @@ const DONE: u8 = DONE_CANCELED | DONE_DEADLINE;
 /// Every descendant registered when the node was canceled is done too.
 const PROPAGATED: u8 = 0b100;
 
-/// `slot` value of a node that sits in no slab.
-const NO_SLOT: usize = usize::MAX;
+/// `slot` value of a node that sits in no slab (slab indices are below it).
+const NO_SLOT: u32 = u32::MAX;
 
 /// A cancelable context: what `with_cancel`, `with_deadline` and
 /// `with_timeout` create.
@@ -79,7 +79,7 @@ pub(crate) struct CancelNode {
     state: AtomicU8,
     /// The node's index in its parent's slab. Written and read under the
     /// parent's lock only (so `Relaxed` suffices).
-    slot: AtomicUsize,
+    slot: AtomicU32,
     inner: Mutex<Inner>,
     /// Age and registry slot (feature `registry`).
     #[cfg(feature = "registry")]
@@ -87,9 +87,19 @@ pub(crate) struct CancelNode {
 }
 
 struct Inner {
+    /// Allocated on first need: a child, a registration, a waiter, or a
+    /// cause that is not the plain error. Most timeouts never need it, and a
+    /// live timeout's memory is mostly its node (see `node_stays_small`).
+    cold: Option<Box<Cold>>,
+    /// The node's own deadline entry, until it is canceled.
+    timer: Option<Entry>,
+}
+
+#[derive(Default)]
+struct Cold {
     /// While live: the cause to report if the node's own deadline passes
     /// (`with_*_cause`). Once done: the cause, set together with the
-    /// `DONE_*` bits.
+    /// `DONE_*` bits, or `None` if it is the plain error the bits name.
     cause: Option<Cause>,
     /// Children, `after_func` registrations and waiters' wakers (`Done`
     /// futures and blocked threads), all drained by `mark`. Once done but not
@@ -98,8 +108,48 @@ struct Inner {
     children: Slab<Child>,
     /// How many entries of `children` are wakers.
     waiters: u32,
-    /// The node's own deadline entry, until it is canceled.
-    timer: Option<Entry>,
+}
+
+impl Inner {
+    fn cold(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    /// The stored cause (see [`Cold::cause`]).
+    fn cause(&self) -> Option<Cause> {
+        self.cold.as_ref()?.cause.clone()
+    }
+
+    /// The cause of a node done with `err`.
+    fn done_cause(&self, err: Error) -> Cause {
+        self.cause().unwrap_or_else(|| Cause::from_error(err))
+    }
+
+    /// Entries in `children`: children, registrations and waiters.
+    fn len(&self) -> usize {
+        self.cold.as_ref().map_or(0, |c| c.children.len())
+    }
+
+    fn waiters(&self) -> usize {
+        self.cold.as_ref().map_or(0, |c| c.waiters as usize)
+    }
+
+    /// Removes the child or registration at `addr` from slot `idx`, if it
+    /// is still there (a stale index matches nothing).
+    fn remove_child(&mut self, idx: usize, addr: *const ()) -> Option<Child> {
+        self.cold.as_mut()?.children.remove_if(idx, |c| c.is(addr))
+    }
+
+    /// Takes every entry of `children` out.
+    fn take_children(&mut self) -> Slots<Child> {
+        match &mut self.cold {
+            Some(cold) => {
+                cold.waiters = 0;
+                cold.children.take()
+            }
+            None => Slots::new(),
+        }
+    }
 }
 
 /// What a node's slab holds.
@@ -122,7 +172,7 @@ impl Child {
 /// What a canceled node hands to its canceller.
 struct Drained {
     /// Children, registrations and wakers.
-    children: Vec<Slot<Child>>,
+    children: Slots<Child>,
     /// Whether any entry is a child or a registration (not only wakers).
     has_children: bool,
     timer: Option<Entry>,
@@ -161,7 +211,7 @@ impl Aftermath {
 }
 
 /// The wakers among drained entries.
-fn wakers(slots: Vec<Slot<Child>>) -> impl Iterator<Item = Waker> {
+fn wakers(slots: Slots<Child>) -> impl Iterator<Item = Waker> {
     slots.into_iter().filter_map(|slot| match slot {
         Slot::Occupied(Child::Waiter(waker)) => Some(waker),
         _ => None,
@@ -182,7 +232,7 @@ fn wake_all(wakers: impl IntoIterator<Item = Waker>) -> Option<Box<dyn Any + Sen
 
 struct Frame {
     node: Arc<CancelNode>,
-    children: std::vec::IntoIter<Slot<Child>>,
+    children: smallvec::IntoIter<[Slot<Child>; crate::slab::INLINE]>,
 }
 
 impl CancelNode {
@@ -208,11 +258,14 @@ impl CancelNode {
             deadline: own.or(inherited),
             own_deadline: own.is_some(),
             state: AtomicU8::new(LIVE),
-            slot: AtomicUsize::new(NO_SLOT),
+            slot: AtomicU32::new(NO_SLOT),
             inner: Mutex::new(Inner {
-                cause: own.and(deadline_cause),
-                children: Slab::new(),
-                waiters: 0,
+                cold: own.and(deadline_cause).map(|cause| {
+                    Box::new(Cold {
+                        cause: Some(cause),
+                        ..Cold::default()
+                    })
+                }),
                 timer: None,
             }),
             #[cfg(feature = "registry")]
@@ -230,7 +283,7 @@ impl CancelNode {
         }
         if let Some(at) = own {
             if at <= now.unwrap_or_else(Instant::now) {
-                let cause = node.inner.lock().cause.clone();
+                let cause = node.inner.lock().cause();
                 node.cancel(Error::DeadlineExceeded, cause, End::Deadline);
                 return node;
             }
@@ -258,8 +311,8 @@ impl CancelNode {
     }
 
     pub(crate) fn cause(&self) -> Option<Cause> {
-        self.err()?;
-        self.inner.lock().cause.clone()
+        let err = self.err()?;
+        Some(self.inner.lock().done_cause(err))
     }
 
     /// The nearest name on the node's chain.
@@ -271,7 +324,7 @@ impl CancelNode {
     /// Children and `after_func` registrations now registered.
     pub(crate) fn child_count(&self) -> usize {
         let inner = self.inner.lock();
-        inner.children.len() - inner.waiters as usize
+        inner.len() - inner.waiters()
     }
 
     /// Waiters registered now (`Done` futures and blocked threads).
@@ -280,7 +333,7 @@ impl CancelNode {
         let inner = self.inner.lock();
         // Relaxed: the done bits are written under this lock.
         if self.state.load(Ordering::Relaxed) & DONE == 0 {
-            inner.waiters as usize
+            inner.waiters()
         } else {
             0
         }
@@ -303,7 +356,8 @@ impl CancelNode {
             *key = None;
             return Some(err);
         }
-        match key.and_then(|k| inner.children.get_mut(k)) {
+        let cold = inner.cold();
+        match key.and_then(|k| cold.children.get_mut(k)) {
             Some(Child::Waiter(registered)) => {
                 if !registered.will_wake(waker.as_ref().expect("set above")) {
                     mem::swap(registered, waker.as_mut().expect("set above"));
@@ -311,8 +365,8 @@ impl CancelNode {
             }
             _ => {
                 let child = Child::Waiter(waker.take().expect("set above"));
-                *key = Some(inner.children.insert(child));
-                inner.waiters += 1;
+                *key = Some(cold.children.insert(child));
+                cold.waiters += 1;
             }
         }
         drop(inner);
@@ -326,16 +380,19 @@ impl CancelNode {
         // Relaxed: the done bits are written under this lock. Once done, the
         // registration was drained already (and the slab may now hold
         // cancellers waiting for `PROPAGATED`: not ours to touch).
-        let removed = if self.state.load(Ordering::Relaxed) & DONE == 0 {
-            inner
-                .children
-                .remove_if(key, |c| matches!(c, Child::Waiter(_)))
-        } else {
-            None
+        let live = self.state.load(Ordering::Relaxed) & DONE == 0;
+        let removed = match &mut inner.cold {
+            Some(cold) if live => {
+                let removed = cold
+                    .children
+                    .remove_if(key, |c| matches!(c, Child::Waiter(_)));
+                if removed.is_some() {
+                    cold.waiters -= 1;
+                }
+                removed
+            }
+            _ => None,
         };
-        if removed.is_some() {
-            inner.waiters -= 1;
-        }
         drop(inner);
         drop(removed);
     }
@@ -344,9 +401,13 @@ impl CancelNode {
     fn register_node(&self, child: &Arc<CancelNode>) -> Result<(), (Error, Cause)> {
         let mut inner = self.inner.lock();
         self.check_live(&inner)?;
-        let idx = inner.children.insert(Child::Node(Arc::downgrade(child)));
+        let idx = inner
+            .cold()
+            .children
+            .insert(Child::Node(Arc::downgrade(child)));
         // Relaxed: read under this same lock (`unregister`).
-        child.slot.store(idx, Ordering::Relaxed);
+        // Slab indices are below `u32::MAX` (`Slab::insert`).
+        child.slot.store(idx as u32, Ordering::Relaxed);
         Ok(())
     }
 
@@ -354,7 +415,7 @@ impl CancelNode {
     pub(crate) fn register_func(&self, reg: &Arc<Registration>) -> Result<(), (Error, Cause)> {
         let mut inner = self.inner.lock();
         self.check_live(&inner)?;
-        let idx = inner.children.insert(Child::Func(reg.clone()));
+        let idx = inner.cold().children.insert(Child::Func(reg.clone()));
         // Relaxed: read under this same lock (`unregister_func`).
         reg.slot.store(idx, Ordering::Relaxed);
         Ok(())
@@ -366,7 +427,7 @@ impl CancelNode {
         // Relaxed: written under this same lock (`register_func`).
         let idx = reg.slot.load(Ordering::Relaxed);
         let addr = reg as *const Registration as *const ();
-        let removed = inner.children.remove_if(idx, |c| c.is(addr));
+        let removed = inner.remove_child(idx, addr);
         drop(inner);
         drop(removed);
     }
@@ -375,13 +436,7 @@ impl CancelNode {
         // Relaxed: the done bits are written under the lock the caller holds.
         match decode(self.state.load(Ordering::Relaxed)) {
             None => Ok(()),
-            Some(err) => Err((
-                err,
-                inner
-                    .cause
-                    .clone()
-                    .unwrap_or_else(|| Cause::from_error(err)),
-            )),
+            Some(err) => Err((err, inner.done_cause(err))),
         }
     }
 
@@ -407,7 +462,7 @@ impl CancelNode {
         let mut inner = scope.inner.lock();
         // Relaxed: written under this same lock (`register_node`).
         let idx = self.slot.swap(NO_SLOT, Ordering::Relaxed);
-        let removed = inner.children.remove_if(idx, |c| c.is(addr));
+        let removed = inner.remove_child(idx as usize, addr);
         drop(inner);
         drop(removed);
     }
@@ -420,10 +475,13 @@ impl CancelNode {
         if self.state.load(Ordering::Relaxed) & DONE != 0 {
             return None;
         }
-        inner.cause = Some(cause.clone());
-        let has_children = inner.children.len() > inner.waiters as usize;
-        let children = inner.children.take();
-        inner.waiters = 0;
+        if !cause.is_plain(err) {
+            inner.cold().cause = Some(cause.clone());
+        } else if let Some(cold) = &mut inner.cold {
+            cold.cause = None;
+        }
+        let has_children = inner.len() > inner.waiters();
+        let children = inner.take_children();
         let timer = inner.timer.take();
         let bits = encode(err) | if has_children { 0 } else { PROPAGATED };
         // Release: pairs with the Acquire in `err` (and publishes `cause`).
@@ -510,11 +568,11 @@ impl CancelNode {
 
     /// Sets `PROPAGATED` (invariant 4) and hands back the cancellers waiting
     /// for it, to wake after the walk.
-    fn mark_propagated(&self) -> Vec<Slot<Child>> {
+    fn mark_propagated(&self) -> Slots<Child> {
         let mut inner = self.inner.lock();
         // Release: pairs with the Acquire in `wait_propagated`.
         self.state.fetch_or(PROPAGATED, Ordering::Release);
-        let waiters = inner.children.take();
+        let waiters = inner.take_children();
         drop(inner);
         waiters
     }
@@ -533,7 +591,7 @@ impl CancelNode {
         }
         // Never withdrawn: `mark_propagated` drains it. (Only wakers enter a
         // done node's slab: registration refuses children, invariant 2.)
-        inner.children.insert(Child::Waiter(waker));
+        inner.cold().children.insert(Child::Waiter(waker));
         drop(inner);
         while self.state.load(Ordering::Acquire) & PROPAGATED == 0 {
             sync::park();
@@ -546,7 +604,7 @@ impl Alarm for CancelNode {
         let now = Instant::now();
         // While live, `cause` holds the deadline's cause (see `Inner`); if the
         // node ends meanwhile, the first cause wins anyway.
-        let cause = self.inner.lock().cause.clone();
+        let cause = self.inner.lock().cause();
         // Lateness counts once, for whoever fired the deadline: the timer
         // thread or a waiter (`expire`).
         if self.cancel(Error::DeadlineExceeded, cause, End::Deadline) {
@@ -589,9 +647,12 @@ impl CancelNode {
         // Relaxed: called by the node's last owner.
         if self.state.load(Ordering::Relaxed) & DONE == 0 {
             self.unregister_at(addr);
-            let timer = self.inner.lock().timer.take();
-            if let Some(entry) = timer {
-                entry.cancel();
+            // Only a node with a deadline of its own has a timer entry.
+            if self.own_deadline {
+                let timer = self.inner.lock().timer.take();
+                if let Some(entry) = timer {
+                    entry.cancel();
+                }
             }
         }
     }
@@ -650,11 +711,10 @@ mod tests {
     #[test]
     fn node_stays_small() {
         let size = std::mem::size_of::<CancelNode>();
-        eprintln!(
-            "CancelNode: {size} bytes, Inner: {}",
-            std::mem::size_of::<Inner>()
-        );
-        // 176 + the `Arc`'s two counts = 192 bytes, an allocator size class.
-        assert!(size <= 176, "CancelNode grew to {size} bytes");
+        // 88 + the `Arc`'s two counts = 104 bytes: glibc's 112-byte chunk.
+        // The parts: parent 24, deadline 16, state + slot 8, the lock 8,
+        // the lazily allocated cold part 8, the timer entry 24.
+        assert!(size <= 88, "CancelNode grew to {size} bytes");
+        assert_eq!(std::mem::size_of::<Inner>(), 32);
     }
 }

@@ -1,7 +1,19 @@
 //! A small slab: O(1) insert and remove by index, memory bounded by the most
 //! entries alive at once. Holds a node's children and its waiters.
+//!
+//! The first [`INLINE`] slots live inline (a `SmallVec`): a node's slab is
+//! itself allocated on first use (see `node.rs`), so a node with a child or
+//! two, or one waiter, costs one allocation, as a `Vec` would.
 
 use std::mem;
+
+use smallvec::SmallVec;
+
+/// Slots stored inline.
+pub(crate) const INLINE: usize = 2;
+
+/// The slots, as [`Slab::take`] hands them over.
+pub(crate) type Slots<T> = SmallVec<[Slot<T>; INLINE]>;
 
 /// An emptied slab keeps its memory up to this many slots, so steady churn
 /// allocates nothing; a larger burst is released at once.
@@ -20,15 +32,21 @@ pub(crate) enum Slot<T> {
 /// `insert` panics past that): the slab lives in every context node, so its
 /// size matters.
 pub(crate) struct Slab<T> {
-    slots: Vec<Slot<T>>,
+    slots: Slots<T>,
     next_free: u32,
     len: u32,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab::new()
+    }
 }
 
 impl<T> Slab<T> {
     pub(crate) const fn new() -> Slab<T> {
         Slab {
-            slots: Vec::new(),
+            slots: SmallVec::new_const(),
             next_free: NONE,
             len: 0,
         }
@@ -86,7 +104,7 @@ impl<T> Slab<T> {
     }
 
     /// Takes every entry out (vacant slots included), leaving it empty.
-    pub(crate) fn take(&mut self) -> Vec<Slot<T>> {
+    pub(crate) fn take(&mut self) -> Slots<T> {
         mem::replace(self, Slab::new()).slots
     }
 }
@@ -95,7 +113,7 @@ impl<T> Slab<T> {
 mod tests {
     use super::*;
 
-    fn occupied<T>(slots: Vec<Slot<T>>) -> impl Iterator<Item = T> {
+    fn occupied<T>(slots: Slots<T>) -> impl Iterator<Item = T> {
         slots.into_iter().filter_map(|slot| match slot {
             Slot::Occupied(value) => Some(value),
             Slot::Vacant(_) => None,
@@ -129,11 +147,11 @@ mod tests {
         for k in keys {
             slab.remove_if(k, |_| true);
         }
-        assert!(slab.slots.capacity() > 0, "small slab keeps its memory");
+        assert!(slab.slots.spilled(), "small slab keeps its memory");
         let keys: Vec<_> = (0..1000).map(|i| slab.insert(i)).collect();
         for k in keys {
             slab.remove_if(k, |_| true);
         }
-        assert_eq!(slab.slots.capacity(), 0, "a burst is released");
+        assert!(!slab.slots.spilled(), "a burst is released");
     }
 }

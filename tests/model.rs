@@ -50,9 +50,22 @@ use proptest::test_runner::TestCaseError;
 const MAX_CONTEXTS: usize = 12;
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// The value type `with_value` stores: the index of its context.
+/// The value types `with_value` stores: the index of its context, in one of
+/// [`TAG_TYPES`] types (`Tag<{index % TAG_TYPES}>`), so lookups of one type
+/// must pass over values of the others (and the Bloom summaries of value
+/// links are exercised with hits and misses).
 #[derive(Debug)]
-struct Tag(usize);
+struct Tag<const T: usize>(usize);
+
+const TAG_TYPES: usize = 3;
+
+fn tag_type_name(tag: usize) -> &'static str {
+    match tag % TAG_TYPES {
+        0 => std::any::type_name::<Tag<0>>(),
+        1 => std::any::type_name::<Tag<1>>(),
+        _ => std::any::type_name::<Tag<2>>(),
+    }
+}
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -183,7 +196,7 @@ struct Node {
     guard: bool,
     /// The test still holds the context handle.
     held: bool,
-    /// Value nodes: the stored `Tag`.
+    /// Value nodes: the stored `Tag` (its type is `Tag<{tag % TAG_TYPES}>`).
     tag: Option<usize>,
 }
 
@@ -276,9 +289,10 @@ impl Model {
         children + pending
     }
 
-    fn tag(&self, mut i: usize) -> Option<usize> {
+    /// The nearest value of type `Tag<{ty}>`.
+    fn tag(&self, mut i: usize, ty: usize) -> Option<usize> {
         loop {
-            if let Some(tag) = self.nodes[i].tag {
+            if let Some(tag) = self.nodes[i].tag.filter(|t| t % TAG_TYPES == ty) {
                 return Some(tag);
             }
             i = self.nodes[i].parent?;
@@ -380,7 +394,10 @@ impl Model {
                     Some(false) => vec![".WithCancel".to_owned()],
                     None => vec![".WithDeadline".to_owned(), ".WithCancel".to_owned()],
                 },
-                Kind::Value => vec![format!(".WithValue({}, ..)", std::any::type_name::<Tag>())],
+                Kind::Value => {
+                    let tag = node.tag.expect("value nodes have a tag");
+                    vec![format!(".WithValue({}, ..)", tag_type_name(tag))]
+                }
                 Kind::WithoutCancel => vec![".WithoutCancel".to_owned()],
             });
             match node.parent {
@@ -522,7 +539,12 @@ impl Harness {
             Op::WithValue(k) => {
                 if let Some(p) = parent(k) {
                     let tag = self.model.nodes.len();
-                    let ctx = self.real.contexts[p].as_ref().unwrap().with_value(Tag(tag));
+                    let parent = self.real.contexts[p].as_ref().unwrap();
+                    let ctx = match tag % TAG_TYPES {
+                        0 => parent.with_value(Tag::<0>(tag)),
+                        1 => parent.with_value(Tag::<1>(tag)),
+                        _ => parent.with_value(Tag::<2>(tag)),
+                    };
                     self.model.derive_link(p, Kind::Value);
                     self.add(ctx, None);
                 }
@@ -640,12 +662,14 @@ impl Harness {
                 "child_count() of {}",
                 at()
             );
-            prop_assert_eq!(
-                ctx.value::<Tag>().map(|t| t.0),
-                m.tag(i),
-                "value::<Tag>() of {}",
-                at()
-            );
+            let found = [
+                ctx.value::<Tag<0>>().map(|t| t.0),
+                ctx.value::<Tag<1>>().map(|t| t.0),
+                ctx.value::<Tag<2>>().map(|t| t.0),
+            ];
+            for (ty, found) in found.into_iter().enumerate() {
+                prop_assert_eq!(found, m.tag(i, ty), "value::<Tag<{}>>() of {}", ty, at());
+            }
             let shown = normalized_display(ctx);
             prop_assert!(
                 display_matches(&shown, &m.display_options(i)),

@@ -1,7 +1,6 @@
 //! The handle to one scheduled entry.
 
 use std::fmt;
-use std::time::Instant;
 
 use crate::queue::Key;
 use crate::timer::{Timer, TimerRef};
@@ -9,9 +8,10 @@ use crate::timer::{Timer, TimerRef};
 /// One scheduled entry, returned by [`Timer::schedule`] and
 /// [`Timer::schedule_alarm`].
 ///
-/// Holds a handle to its timer plus the entry's key (slot index and
-/// generation), so it is small, `Send + Sync`, and keeps the timer's thread
-/// alive. **Dropping an `Entry` does not cancel it**: the entry stays
+/// Holds a handle to its timer (nothing at all for [`Timer::global`]'s
+/// entries) plus the entry's key (slot index and generation), so it is small
+/// (24 bytes on 64-bit targets, and so is `Option<Entry>`), `Send + Sync`,
+/// and keeps the timer's thread alive. **Dropping an `Entry` does not cancel it**: the entry stays
 /// scheduled and fires as usual. Call [`cancel`](Entry::cancel) to remove it.
 ///
 /// # Examples
@@ -31,25 +31,19 @@ use crate::timer::{Timer, TimerRef};
 pub struct Entry {
     timer: TimerRef,
     key: Key,
-    deadline: Instant,
 }
 
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
-            .field("deadline", &self.deadline)
             .field("key", &self.key)
             .finish_non_exhaustive()
     }
 }
 
 impl Entry {
-    pub(crate) fn new(timer: TimerRef, key: Key, deadline: Instant) -> Self {
-        Self {
-            timer,
-            key,
-            deadline,
-        }
+    pub(crate) fn new(timer: TimerRef, key: Key) -> Self {
+        Self { timer, key }
     }
 
     /// Removes the entry from its shard's heap (O(log n)) so it never fires.
@@ -80,11 +74,6 @@ impl Entry {
         canceled
     }
 
-    /// The deadline this entry was scheduled for.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
     /// `true` while the entry is scheduled: not yet fired (taken off the heap)
     /// nor canceled. Briefly takes its shard's lock; the answer may be stale
     /// by the time it is used.
@@ -95,5 +84,19 @@ impl Entry {
     /// The timer this entry belongs to.
     pub fn timer(&self) -> &Timer {
         self.timer.get()
+    }
+}
+
+#[cfg(all(test, not(loom), target_pointer_width = "64"))]
+mod tests {
+    use super::Entry;
+
+    /// Three words, and `Option<Entry>` too (the key's sequence number is
+    /// never 0): a timer pointer (none for the global timer), the slot index
+    /// and the sequence number.
+    #[test]
+    fn entry_is_three_words() {
+        assert_eq!(size_of::<Entry>(), 24);
+        assert_eq!(size_of::<Option<Entry>>(), 24);
     }
 }

@@ -4,24 +4,51 @@
 //! driven by the caller's `Instant`s, which is what makes it unit-testable
 //! with synthetic time.
 //!
-//! * The heap (`Vec<Node>`) is ordered by `(deadline, seq)`; `seq` is a
-//!   per-queue insertion counter, so equal deadlines fire in FIFO order.
+//! * The heap (`Vec<Node>`, 16 bytes a node) is ordered by `(deadline,
+//!   order)`. A node holds its deadline as `u64` nanoseconds since the
+//!   queue's `base` (an `Instant` the caller picks once, see
+//!   [`earliest_base`]), its slot index as `u32`, and `order`, the low 32 bits
+//!   of the queue's insertion count, so equal deadlines fire in FIFO order.
 //!   Nodes carry their ordering key inline, so sifting never touches the slab.
+//! * Deadlines are exact to the nanosecond from `base` to
+//!   `base + (2^64 - 1) ns` (over 584 years). Outside that range they
+//!   saturate. A deadline before `base` is stored as `base`: it becomes due
+//!   at `base` rather than at its own time, which is not early for any `now`
+//!   at or after `base` (always the case with a real clock, `base` being in
+//!   the past at insert time), only late for a synthetic `now` before `base`.
+//!   A deadline beyond the range is stored as its end: effectively never (a
+//!   real clock does not get there; a synthetic `now` past the end finds it
+//!   due). Converting back ([`Queue::next_deadline`], popped deadlines) is
+//!   exact in range and gives the clamp otherwise, so it is never later than
+//!   the true deadline, except for a deadline before `base` (reported as
+//!   `base`, which is in the past).
+//! * FIFO among equal deadlines rests on `order`, compared as a plain `u32`,
+//!   which keeps the heap order a valid total preorder (lexicographic on
+//!   `(u64, u32)`). It can only be wrong for two entries due at the very same
+//!   nanosecond whose inserts straddle a multiple of 2^32 (the counter's low
+//!   bits wrap between them, so the later one sorts first) or lie a multiple
+//!   of 2^32 inserts apart (a tie: either may fire first). The full 64-bit
+//!   `seq` is kept in the slab, so this never affects which entry a key names.
 //! * The slab (`Vec<Slot<T>>`) owns the values and records each entry's heap
 //!   position, which is what makes [`Queue::remove`] a true O(log n) removal.
 //!   Vacant slots form a LIFO free list, so memory is reused and bounded by the
-//!   peak number of live entries.
-//! * A [`Key`] is `(slot index, seq)`. `seq` doubles as the slot's generation:
-//!   it is unique for the queue's whole life, so a stale key never matches a
-//!   slot that was reused (and the slab can even be dropped and rebuilt when the
+//!   peak number of live entries. Slot indices and heap positions are `u32`,
+//!   so a queue holds at most [`MAX_SLOTS`] (2^32 - 1) live entries: an insert
+//!   beyond that is refused and hands its value back ([`Queue::try_insert`]).
+//! * A [`Key`] is `(slot index, seq)`. `seq` (a full `u64`, never 0, so
+//!   `Option<Key>` costs nothing extra) doubles as the slot's generation: it
+//!   is unique for the queue's whole life, so a stale key never matches a slot
+//!   that was reused (and the slab can even be dropped and rebuilt when the
 //!   queue empties — see [`SHRINK_ABOVE`]).
 //! * A queue has an id below [`MAX_IDS`] (the shard it serves, see
-//!   `shared.rs`), carried in its keys as `seq % MAX_IDS`: its sequence
-//!   numbers are `id, id + MAX_IDS, id + 2 * MAX_IDS, …`. So a key handed to
-//!   another queue matches nothing there either, at no cost in the key or in
-//!   the lookups (a field and a check measurably slowed insert + cancel).
+//!   `shared.rs`), carried in its keys as `seq % MAX_IDS`: its `n`-th insert
+//!   (`n >= 1`) gets `seq = id + n * MAX_IDS` (and `order = n mod 2^32`). So a
+//!   key handed to another queue matches nothing there either, at no cost in
+//!   the key or in the lookups (a field and a check measurably slowed insert +
+//!   cancel).
 
-use std::time::Instant;
+use std::num::NonZeroU64;
+use std::time::{Duration, Instant};
 
 #[cfg(test)]
 mod tests;
@@ -33,8 +60,11 @@ pub(crate) const SHRINK_ABOVE: usize = 8 * 1024;
 /// Capacity kept after shrinking.
 pub(crate) const SHRINK_TO: usize = 1024;
 
-/// End-of-list marker of the free list.
-const NIL: usize = usize::MAX;
+/// End-of-list marker of the free list (never a slot index).
+const NIL: u32 = u32::MAX;
+
+/// Most slots, hence live entries, per queue: indices are `u32`s below [`NIL`].
+pub(crate) const MAX_SLOTS: usize = NIL as usize;
 
 /// Queue ids are below this; it is also the step between a queue's sequence
 /// numbers.
@@ -44,36 +74,65 @@ pub(crate) const MAX_IDS: usize = 8;
 /// number (its generation), which also names the queue (`seq % MAX_IDS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
-    index: usize,
-    seq: u64,
+    index: u32,
+    seq: NonZeroU64,
 }
 
 impl Key {
     /// The id of the queue that issued this key.
     pub(crate) fn queue_id(self) -> usize {
-        (self.seq % MAX_IDS as u64) as usize
+        (self.seq.get() % MAX_IDS as u64) as usize
     }
+}
+
+/// Nanoseconds from `base` to `at`: 0 if `at <= base`, `u64::MAX` if `at` is
+/// `u64::MAX` ns or more after it; exact in between.
+pub(crate) fn nanos_since(base: Instant, at: Instant) -> u64 {
+    let since = at.saturating_duration_since(base);
+    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A base for queues created at `now`: the earliest `Instant` at most
+/// `2^63 - 1` ns (about 292 years) before it, or the platform's earliest
+/// `Instant` if it cannot go back that far.
+///
+/// So no deadline or `now` a program can produce (short of synthetic ones
+/// centuries back) precedes it, and deadlines stay exact until at least
+/// 2^63 ns (about 292 years) after `now`.
+pub(crate) fn earliest_base(now: Instant) -> Instant {
+    // Greedy from the top bit: `checked_sub` succeeds for every step back up
+    // to the earliest representable `Instant`, and fails beyond it.
+    let mut back = 0u64;
+    for bit in (0..63).rev() {
+        let further = back | 1 << bit;
+        if now.checked_sub(Duration::from_nanos(further)).is_some() {
+            back = further;
+        }
+    }
+    now - Duration::from_nanos(back)
 }
 
 /// A heap node: the ordering key inline, plus the slot holding the value.
 #[derive(Debug, Clone, Copy)]
 struct Node {
-    deadline: Instant,
-    seq: u64,
-    slot: usize,
+    /// Nanoseconds since the queue's `base`, saturated (module docs).
+    deadline: u64,
+    /// The insertion count's low 32 bits: FIFO among equal deadlines.
+    order: u32,
+    slot: u32,
 }
 
 impl Node {
-    /// Strict heap order: earlier deadline first, then lower `seq` (FIFO).
+    /// Strict heap order: earlier deadline first, then lower `order` (FIFO).
     fn before(&self, other: &Node) -> bool {
-        (self.deadline, self.seq) < (other.deadline, other.seq)
+        (self.deadline, self.order) < (other.deadline, other.order)
     }
 }
 
 #[derive(Debug)]
 enum Slot<T> {
-    Occupied { seq: u64, pos: usize, value: T },
-    Vacant { next_free: usize },
+    Occupied { seq: NonZeroU64, pos: u32, value: T },
+    Vacant { next_free: u32 },
 }
 
 /// Indexed min-heap of `(deadline, value)` with O(log n) removal by [`Key`].
@@ -81,30 +140,33 @@ enum Slot<T> {
 pub(crate) struct Queue<T> {
     heap: Vec<Node>,
     slots: Vec<Slot<T>>,
-    free_head: usize,
+    free_head: u32,
     /// `≡ id (mod MAX_IDS)`; grows by `MAX_IDS` per insert.
-    next_seq: u64,
-}
-
-impl<T> Default for Queue<T> {
-    fn default() -> Self {
-        Self::new()
-    }
+    next_seq: NonZeroU64,
+    /// Origin of the nodes' deadlines.
+    base: Instant,
+    /// [`MAX_SLOTS`], lowered by tests of the limit.
+    max_slots: usize,
 }
 
 impl<T> Queue<T> {
-    pub(crate) const fn new() -> Self {
-        Self::with_id(0)
+    #[cfg(test)]
+    pub(crate) fn new(base: Instant) -> Self {
+        Self::with_id(0, base)
     }
 
-    /// An empty queue whose keys carry `id` (`< MAX_IDS`).
-    pub(crate) const fn with_id(id: usize) -> Self {
+    /// An empty queue whose keys carry `id` (`< MAX_IDS`) and whose deadlines
+    /// count from `base` (see the module docs: pick one at or before every
+    /// deadline and every `now` to come, e.g. [`earliest_base`]).
+    pub(crate) fn with_id(id: usize, base: Instant) -> Self {
         assert!(id < MAX_IDS);
         Self {
             heap: Vec::new(),
             slots: Vec::new(),
             free_head: NIL,
-            next_seq: id as u64,
+            next_seq: NonZeroU64::new((id + MAX_IDS) as u64).expect("id + MAX_IDS > 0"),
+            base,
+            max_slots: MAX_SLOTS,
         }
     }
 
@@ -118,36 +180,76 @@ impl<T> Queue<T> {
         self.heap.is_empty()
     }
 
-    /// The earliest deadline, if any.
+    /// The earliest deadline, if any (saturated as the module docs say).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.heap.first().map(|n| n.deadline)
+        self.heap.first().map(|n| self.instant(n.deadline))
+    }
+
+    /// `base + nanos`. Never overflows for a stored deadline: below
+    /// `u64::MAX` it is exactly an `Instant` that was inserted, and
+    /// `u64::MAX` is stored only for an `Instant` at least that far after
+    /// `base`, so every `Instant` in between exists too.
+    fn instant(&self, nanos: u64) -> Instant {
+        self.base + Duration::from_nanos(nanos)
     }
 
     /// Inserts `value` due at `deadline`. Returns its key and whether it became
     /// the new earliest entry (the driver must then be woken).
-    pub(crate) fn insert(&mut self, deadline: Instant, value: T) -> (Key, bool) {
+    ///
+    /// `deadline` saturates into the queue's range (module docs): one before
+    /// `base` becomes due at `base`, which never fires it early as long as
+    /// `base` is not after the `now`s it is popped with.
+    ///
+    /// # Errors
+    ///
+    /// Hands `value` back, changing nothing, if the queue already holds
+    /// [`MAX_SLOTS`] entries.
+    ///
+    /// # Panics
+    ///
+    /// After about 2^61 inserts, when the sequence numbers run out (at a
+    /// billion inserts a second, 73 years).
+    pub(crate) fn try_insert(&mut self, deadline: Instant, value: T) -> Result<(Key, bool), T> {
         let seq = self.next_seq;
-        self.next_seq += MAX_IDS as u64;
-        let pos = self.heap.len();
-        let slot = Slot::Occupied { seq, pos, value };
+        let next_seq = seq
+            .checked_add(MAX_IDS as u64)
+            .expect("cancelctx-timer: sequence numbers exhausted");
+        // `heap.len() <= live entries < max_slots <= u32::MAX` once the slot
+        // below is found, so the position fits.
+        let pos = self.heap.len() as u32;
         let index = if self.free_head == NIL {
-            self.slots.push(slot);
-            self.slots.len() - 1
+            let index = self.slots.len();
+            if index >= self.max_slots {
+                return Err(value);
+            }
+            self.slots.push(Slot::Occupied { seq, pos, value });
+            index as u32
         } else {
             let index = self.free_head;
-            match std::mem::replace(&mut self.slots[index], slot) {
+            let slot = Slot::Occupied { seq, pos, value };
+            match std::mem::replace(&mut self.slots[index as usize], slot) {
                 Slot::Vacant { next_free } => self.free_head = next_free,
                 Slot::Occupied { .. } => unreachable!("free list points at an occupied slot"),
             }
             index
         };
+        self.next_seq = next_seq;
         self.heap.push(Node {
-            deadline,
-            seq,
+            deadline: nanos_since(self.base, deadline),
+            order: (seq.get() / MAX_IDS as u64) as u32,
             slot: index,
         });
-        let pos = self.sift_up(pos);
-        (Key { index, seq }, pos == 0)
+        let pos = self.sift_up(pos as usize);
+        Ok((Key { index, seq }, pos == 0))
+    }
+
+    /// [`Queue::try_insert`], panicking if the queue is full.
+    #[cfg(test)]
+    pub(crate) fn insert(&mut self, deadline: Instant, value: T) -> (Key, bool) {
+        match self.try_insert(deadline, value) {
+            Ok(inserted) => inserted,
+            Err(_) => panic!("queue full"),
+        }
     }
 
     /// `true` if `key` is still scheduled.
@@ -157,7 +259,7 @@ impl<T> Queue<T> {
 
     /// The value of a live entry, for in-place updates (e.g. a new waker).
     pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut T> {
-        match self.slots.get_mut(key.index) {
+        match self.slots.get_mut(key.index as usize) {
             Some(Slot::Occupied { seq, value, .. }) if *seq == key.seq => Some(value),
             _ => None,
         }
@@ -171,7 +273,7 @@ impl<T> Queue<T> {
         Some(self.remove_at(pos).1)
     }
 
-    /// Pops, in `(deadline, seq)` order, up to `max` entries whose deadline is
+    /// Pops, in `(deadline, order)` order, up to `max` entries whose deadline is
     /// `<= now`, appending `(deadline, value)` to `out`. Returns how many.
     #[cfg(test)]
     pub(crate) fn pop_due(
@@ -183,10 +285,11 @@ impl<T> Queue<T> {
         self.pop_while(out, max, |deadline| deadline <= now)
     }
 
-    /// Pops, in `(deadline, seq)` order, up to `max` entries while `take`
-    /// accepts the earliest one's deadline, appending `(deadline, value)` to
-    /// `out`. Returns how many. (`take` must be monotone: once it rejects a
-    /// deadline it rejects every later one.)
+    /// Pops, in `(deadline, order)` order, up to `max` entries while `take`
+    /// accepts the earliest one's deadline (as [`Queue::next_deadline`]
+    /// reports it), appending `(deadline, value)` to `out`. Returns how many.
+    /// (`take` must be monotone: once it rejects a deadline it rejects every
+    /// later one.)
     pub(crate) fn pop_while(
         &mut self,
         out: &mut Vec<(Instant, T)>,
@@ -195,13 +298,14 @@ impl<T> Queue<T> {
     ) -> usize {
         let mut n = 0;
         while n < max {
-            match self.heap.first() {
-                Some(top) if take(top.deadline) => {
-                    out.push(self.remove_at(0));
-                    n += 1;
-                }
-                _ => break,
+            let Some(deadline) = self.next_deadline() else {
+                break;
+            };
+            if !take(deadline) {
+                break;
             }
+            out.push((deadline, self.remove_at(0).1));
+            n += 1;
         }
         n
     }
@@ -219,14 +323,15 @@ impl<T> Queue<T> {
     }
 
     fn pos_of(&self, key: Key) -> Option<usize> {
-        match self.slots.get(key.index) {
-            Some(Slot::Occupied { seq, pos, .. }) if *seq == key.seq => Some(*pos),
+        match self.slots.get(key.index as usize) {
+            Some(Slot::Occupied { seq, pos, .. }) if *seq == key.seq => Some(*pos as usize),
             _ => None,
         }
     }
 
-    /// Removes the heap node at `pos` and frees its slot.
-    fn remove_at(&mut self, pos: usize) -> (Instant, T) {
+    /// Removes the heap node at `pos` and frees its slot. Returns the node's
+    /// stored deadline (nanoseconds since `base`) and the value.
+    fn remove_at(&mut self, pos: usize) -> (u64, T) {
         let node = self.heap.swap_remove(pos);
         if pos < self.heap.len() {
             // The former last node now sits at `pos`: restore the order in
@@ -240,7 +345,7 @@ impl<T> Queue<T> {
         let vacant = Slot::Vacant {
             next_free: self.free_head,
         };
-        let value = match std::mem::replace(&mut self.slots[node.slot], vacant) {
+        let value = match std::mem::replace(&mut self.slots[node.slot as usize], vacant) {
             Slot::Occupied { value, .. } => value,
             Slot::Vacant { .. } => unreachable!("heap node points at a vacant slot"),
         };
@@ -265,8 +370,9 @@ impl<T> Queue<T> {
     /// Records in the slab that the node at `pos` lives at `pos`.
     fn set_pos(&mut self, pos: usize) {
         let slot = self.heap[pos].slot;
-        match &mut self.slots[slot] {
-            Slot::Occupied { pos: p, .. } => *p = pos,
+        match &mut self.slots[slot as usize] {
+            // `pos < heap.len() <= u32::MAX` (see `insert`).
+            Slot::Occupied { pos: p, .. } => *p = pos as u32,
             Slot::Vacant { .. } => unreachable!("heap node points at a vacant slot"),
         }
     }
@@ -324,10 +430,11 @@ impl<T> Queue<T> {
                 let parent = &self.heap[(i - 1) / 2];
                 assert!(!node.before(parent), "heap order violated at {i}");
             }
-            match &self.slots[node.slot] {
+            match &self.slots[node.slot as usize] {
                 Slot::Occupied { seq, pos, .. } => {
-                    assert_eq!(*pos, i, "slot back-pointer");
-                    assert_eq!(*seq, node.seq, "slot seq");
+                    assert_eq!(*pos as usize, i, "slot back-pointer");
+                    let order = (seq.get() / MAX_IDS as u64) as u32;
+                    assert_eq!(order, node.order, "slot seq");
                 }
                 Slot::Vacant { .. } => panic!("heap node {i} points at a vacant slot"),
             }
@@ -341,7 +448,7 @@ impl<T> Queue<T> {
         let mut free = 0;
         let mut at = self.free_head;
         while at != NIL {
-            match &self.slots[at] {
+            match &self.slots[at as usize] {
                 Slot::Vacant { next_free } => at = *next_free,
                 Slot::Occupied { .. } => panic!("free list reaches an occupied slot"),
             }
@@ -363,5 +470,20 @@ impl<T> Queue<T> {
     #[cfg(test)]
     pub(crate) fn slab_capacity(&self) -> usize {
         self.slots.capacity()
+    }
+
+    /// Tests of the slot limit: at most `max` live entries.
+    #[cfg(test)]
+    pub(crate) fn with_max_slots(mut self, max: usize) -> Self {
+        assert!(max <= MAX_SLOTS);
+        self.max_slots = max;
+        self
+    }
+
+    /// Tests of the counter's wrap: as if `inserts` inserts had happened.
+    #[cfg(test)]
+    pub(crate) fn skip_inserts(&mut self, inserts: u64) {
+        let step = inserts.checked_mul(MAX_IDS as u64).expect("skip too far");
+        self.next_seq = self.next_seq.checked_add(step).expect("skip too far");
     }
 }

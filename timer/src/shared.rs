@@ -70,7 +70,7 @@ use std::task::Waker;
 use std::time::Instant;
 
 use crate::callback::{Callback, run_batch};
-use crate::queue::{Key, Queue};
+use crate::queue::{Key, MAX_SLOTS, Queue, earliest_base, nanos_since};
 use crate::stats::{Counters, Stats};
 use crate::sync::{AtomicU8, AtomicU64, Condvar, Mutex, MutexGuard, thread_index};
 
@@ -192,7 +192,7 @@ pub(crate) struct Shared {
     mode: AtomicU8,
     /// The thread's published park state (see the module docs).
     wake_at: AtomicU64,
-    /// Origin of `encode`.
+    /// Origin of `encode` and of the shards' queues.
     base: Instant,
     pub(crate) park: Padded<Mutex<ParkState>>,
     /// Waited on by the timer thread only.
@@ -219,11 +219,15 @@ impl Shared {
         } else {
             default_shards()
         };
-        Self::with_shards(mode, shards, Instant::now())
+        // As far back as possible: deadlines before `base` would saturate to
+        // it (see `queue.rs`), and times after it are exact for 292 years.
+        Self::with_shards(mode, shards, earliest_base(Instant::now()))
     }
 
     /// A timer state with `shards` shards (a power of two, at most
-    /// [`MAX_SHARDS`]); `base` is the origin of the published park time.
+    /// [`MAX_SHARDS`]); `base` is the origin of the queues' deadlines and of
+    /// the published park time. It should be at or before every deadline and
+    /// every `now` to come: an earlier deadline is taken as due at `base`.
     pub(crate) fn with_shards(mode: Mode, shards: usize, base: Instant) -> Self {
         assert!(shards.is_power_of_two() && shards <= MAX_SHARDS);
         let manual = mode == Mode::Manual;
@@ -231,7 +235,7 @@ impl Shared {
             shards: (0..shards)
                 .map(|id| {
                     Padded(Mutex::new(ShardState {
-                        queue: Queue::with_id(id),
+                        queue: Queue::with_id(id, base),
                         counters: Counters::default(),
                     }))
                 })
@@ -279,14 +283,17 @@ impl Shared {
     /// clamps (`Instant`s are nanosecond-exact), never `NOTIFIED` nor
     /// `UNBOUNDED`.
     fn encode(&self, at: Instant) -> u64 {
-        let nanos = at.saturating_duration_since(self.base).as_nanos();
-        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
-        nanos.min(ENCODED_MAX - 1) + 1
+        nanos_since(self.base, at).min(ENCODED_MAX - 1) + 1
     }
 
     /// Schedules `callback` at `at` on the calling thread's shard. Returns its
     /// key and `true` if the caller has claimed the job of spawning the
     /// thread (mode was `Idle`).
+    ///
+    /// # Panics
+    ///
+    /// If the shard already holds [`MAX_SLOTS`] (2^32 - 1) live entries; the
+    /// callback is then dropped (outside the lock) and nothing changes.
     pub(crate) fn insert(&self, at: Instant, callback: Callback) -> (Key, bool) {
         self.insert_on(self.home_shard(), at, callback)
     }
@@ -300,8 +307,14 @@ impl Shared {
                 .compare_exchange(Mode::Idle as u8, Mode::Running as u8, Relaxed, Relaxed)
                 .is_ok();
         let mut st = self.shard(shard);
+        let (key, new_top) = match st.queue.try_insert(at, callback) {
+            Ok(inserted) => inserted,
+            Err(callback) => {
+                drop(st);
+                self.refuse_insert(spawn, callback)
+            }
+        };
         st.counters.scheduled += 1;
-        let (key, new_top) = st.queue.insert(at, callback);
         drop(st);
         // Only a new shard top can be earlier than what the thread waits for.
         // Relaxed: ordered by the shard lock just taken (module docs).
@@ -309,6 +322,21 @@ impl Shared {
             self.wake_driver();
         }
         (key, spawn)
+    }
+
+    /// A full shard: gives back the spawn job, drops `callback` (user code)
+    /// with no lock held, and panics.
+    #[cold]
+    #[inline(never)]
+    fn refuse_insert(&self, spawn: bool, callback: Callback) -> ! {
+        if spawn {
+            // Relaxed: as in `abort_spawn`.
+            self.mode.store(Mode::Idle as u8, Relaxed);
+        }
+        drop(callback);
+        panic!(
+            "cancelctx-timer: a timer shard already holds {MAX_SLOTS} live entries, the most it can"
+        );
     }
 
     /// Makes the thread rescan before it parks (or now, if it is parked).

@@ -44,7 +44,10 @@ use crate::sync::{AlarmWeak, Arc};
 /// # Order
 ///
 /// Entries fire in deadline order. Among equal deadlines, entries scheduled
-/// from one thread fire in the order they were scheduled (FIFO). A threaded
+/// from one thread fire in the order they were scheduled (FIFO; the one
+/// exception: two entries due at the very same nanosecond whose schedules
+/// straddle a wrap of their shard's 32-bit insert counter, once every 2^32
+/// schedules there, may swap). A threaded
 /// timer keeps its entries in a few shards, one per scheduling thread, so
 /// that threads scheduling and canceling at once do not contend; equal
 /// deadlines scheduled from *different* threads then fire in an unspecified
@@ -95,20 +98,19 @@ impl Default for Timer {
 #[cfg(not(loom))]
 static GLOBAL: std::sync::OnceLock<Timer> = std::sync::OnceLock::new();
 
-/// How an [`Entry`] refers to its timer.
+/// How an [`Entry`] refers to its timer, in one pointer: `None` is the
+/// global timer (no reference count to touch, so threads creating and
+/// canceling entries share no counter), `Some` a handle of any other.
 #[derive(Clone)]
-pub(crate) enum TimerRef {
-    /// The global timer: no reference count to touch, so threads creating
-    /// and canceling entries share no counter.
-    Global(&'static Timer),
-    Owned(Timer),
-}
+pub(crate) struct TimerRef(Option<Timer>);
 
 impl TimerRef {
     pub(crate) fn get(&self) -> &Timer {
-        match self {
-            TimerRef::Global(timer) => timer,
-            TimerRef::Owned(timer) => timer,
+        match &self.0 {
+            Some(timer) => timer,
+            // Only made once `GLOBAL` is set (`entry_ref`): a load and a
+            // compare, no initialization.
+            None => Timer::global(),
         }
     }
 }
@@ -119,10 +121,10 @@ impl Timer {
         #[cfg(not(loom))]
         if let Some(global) = GLOBAL.get() {
             if Arc::ptr_eq(&global.handle, &self.handle) {
-                return TimerRef::Global(global);
+                return TimerRef(None);
             }
         }
-        TimerRef::Owned(self.clone())
+        TimerRef(Some(self.clone()))
     }
 
     fn with_mode(mode: Mode) -> Self {
@@ -282,10 +284,22 @@ impl Timer {
     /// scheduled. Cost: O(log n) plus one allocation to box `f` (none if `f`
     /// is zero-sized).
     ///
+    /// Deadlines are kept to the nanosecond from about 292 years before the
+    /// timer was created to at least 292 years after (on platforms whose
+    /// `Instant` cannot go back that far, from its earliest value to 584
+    /// years after that). Outside that range they saturate to its ends: an
+    /// earlier deadline is due at the range's start (long past, so it still
+    /// fires at the next turn, never early), a later one at the range's end
+    /// (effectively never; [`Timer::next_deadline`] reports the end, and only
+    /// a synthetic `now` beyond it passed to [`Timer::fire_due`] fires it).
+    ///
     /// # Panics
     ///
     /// If this is the first schedule of a [`Timer::new`] or [`Timer::global`]
-    /// timer and the OS cannot spawn its thread.
+    /// timer and the OS cannot spawn its thread; or if the calling thread's
+    /// shard already holds 2^32 - 1 live entries (about 4.3 billion, some
+    /// 240 GB of them), the most a shard can index (the entry is then not
+    /// scheduled and `f` is dropped).
     ///
     /// # Examples
     ///
@@ -302,7 +316,7 @@ impl Timer {
     /// ```
     pub fn schedule<F: FnOnce() + Send + 'static>(&self, at: Instant, f: F) -> Entry {
         let key = self.insert(at, Callback::Func(Box::new(f)));
-        Entry::new(self.entry_ref(), key, at)
+        Entry::new(self.entry_ref(), key)
     }
 
     /// Fires `alarm` once `at` has passed, without allocating (amortized): the
@@ -343,7 +357,7 @@ impl Timer {
     /// ```
     pub fn schedule_alarm(&self, at: Instant, alarm: AlarmWeak<dyn Alarm>) -> Entry {
         let key = self.insert(at, Callback::Alarm(alarm));
-        Entry::new(self.entry_ref(), key, at)
+        Entry::new(self.entry_ref(), key)
     }
 
     /// A future that completes once `duration` has elapsed.
@@ -429,7 +443,8 @@ impl Timer {
         self.shared().fire_due(now)
     }
 
-    /// The earliest scheduled deadline, if any.
+    /// The earliest scheduled deadline, if any (exact, except for deadlines
+    /// outside the timer's range, see [`Timer::schedule`]).
     ///
     /// # Examples
     ///

@@ -33,7 +33,7 @@ impl Rng {
 #[test]
 fn pops_in_deadline_order() {
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     for n in [5, 1, 9, 3, 7, 2, 8, 0, 6, 4] {
         q.insert(ms(base, n), n);
     }
@@ -47,7 +47,7 @@ fn pops_in_deadline_order() {
 #[test]
 fn only_due_entries_pop() {
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     for n in 0..10 {
         q.insert(ms(base, n * 10), n);
     }
@@ -62,7 +62,7 @@ fn only_due_entries_pop() {
 #[test]
 fn pop_due_respects_max_batch() {
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     for n in 0..10 {
         q.insert(base, n);
     }
@@ -79,7 +79,7 @@ fn pop_due_respects_max_batch() {
 #[test]
 fn equal_deadlines_are_fifo() {
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     // Interleave two deadlines; within each, insertion order must hold even
     // after unrelated removals reshuffle the heap.
     let mut keys = Vec::new();
@@ -100,7 +100,7 @@ fn equal_deadlines_are_fifo() {
 #[test]
 fn insert_reports_new_top() {
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     assert!(q.insert(ms(base, 10), ()).1, "first entry is the top");
     assert!(!q.insert(ms(base, 20), ()).1, "later entry is not");
     assert!(
@@ -113,7 +113,7 @@ fn insert_reports_new_top() {
 #[test]
 fn remove_top_middle_bottom_keeps_heap_valid() {
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     let keys: Vec<Key> = (0..31).map(|n| q.insert(ms(base, n), n).0).collect();
     // Top.
     assert_eq!(q.remove(keys[0]), Some(0));
@@ -135,7 +135,7 @@ fn remove_needs_sift_up() {
     // subtree) into its place; if that leaf is smaller than the new parent it
     // must move up.
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     let mut keys = Vec::new();
     for n in [0, 100, 1, 101, 102, 2, 3] {
         keys.push(q.insert(ms(base, n), n).0);
@@ -149,7 +149,7 @@ fn remove_needs_sift_up() {
 #[test]
 fn remove_twice_and_after_pop_returns_none() {
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     let (a, _) = q.insert(ms(base, 1), 'a');
     let (b, _) = q.insert(ms(base, 2), 'b');
     assert!(q.contains(a));
@@ -164,7 +164,7 @@ fn remove_twice_and_after_pop_returns_none() {
 #[test]
 fn stale_key_does_not_match_reused_slot() {
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     let (old, _) = q.insert(ms(base, 1), "old");
     assert_eq!(q.remove(old), Some("old"));
     // The free list hands the same slot to the next entry.
@@ -184,7 +184,7 @@ fn stale_key_does_not_match_reused_slot() {
 #[test]
 fn slab_memory_is_reused() {
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     for round in 0..100 {
         let keys: Vec<Key> = (0..50).map(|n| q.insert(ms(base, n), round).0).collect();
         for k in keys {
@@ -197,7 +197,7 @@ fn slab_memory_is_reused() {
 #[test]
 fn get_mut_updates_in_place() {
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     let (k, _) = q.insert(ms(base, 1), 1);
     *q.get_mut(k).unwrap() = 2;
     assert_eq!(pop_all(&mut q, ms(base, 1)), vec![2]);
@@ -206,18 +206,176 @@ fn get_mut_updates_in_place() {
 #[test]
 fn far_future_deadlines_are_fine() {
     let base = Instant::now();
-    let far = base + Duration::from_secs(u64::MAX / 4);
-    let mut q = Queue::new();
+    // Within the range (584 years from `base`): exact.
+    let far = base + Duration::from_secs(500 * 365 * 24 * 3600);
+    let mut q = Queue::new(base);
     q.insert(far, "far");
     q.insert(base, "now");
     assert_eq!(pop_all(&mut q, base), vec!["now"]);
     assert_eq!(q.next_deadline(), Some(far));
+    q.check_invariants();
+}
+
+#[test]
+fn deadlines_are_nanosecond_exact_in_range() {
+    let base = Instant::now();
+    let mut q = Queue::new(base);
+    let ns = |n: u64| base + Duration::from_nanos(n);
+    let mut points = vec![ns(0), ns(1), ns(999_999_999), ns(1_000_000_001)];
+    // The very end of the range, if `Instant` goes that far.
+    points.extend(base.checked_add(Duration::from_nanos(u64::MAX)));
+    for (i, &at) in points.iter().enumerate().rev() {
+        q.insert(at, i);
+    }
+    for (i, &at) in points.iter().enumerate() {
+        assert_eq!(q.next_deadline(), Some(at));
+        let mut out = Vec::new();
+        assert_eq!(q.pop_due(at, &mut out, usize::MAX), 1);
+        assert_eq!(out, vec![(at, i)]);
+    }
+}
+
+/// A deadline before `base` is due at `base`: never early for a `now` at or
+/// after `base` (where a real clock always is), late for one before it.
+#[test]
+fn deadlines_before_base_saturate_to_base() {
+    let t0 = Instant::now();
+    let base = t0 + Duration::from_millis(10);
+    let mut q = Queue::new(base);
+    let before = [t0, t0 + Duration::from_millis(9)];
+    q.insert(base + Duration::from_nanos(1), "after");
+    q.insert(before[1], "before 1");
+    q.insert(before[0], "before 0");
+    q.insert(base, "at base");
+    q.check_invariants();
+    // Reported as `base`: not later than any of them.
+    assert_eq!(q.next_deadline(), Some(base));
+    assert!(before.iter().all(|&b| b < base));
+    // Due at `base`, not at their own (earlier) deadlines.
+    let just_before = base - Duration::from_nanos(1);
+    assert_eq!(pop_all(&mut q, just_before), Vec::<&str>::new());
+    // At `base`: all three, FIFO among them (they are equal now), and never
+    // early: `now >= base > their deadline`.
+    let mut out = Vec::new();
+    assert_eq!(q.pop_due(base, &mut out, usize::MAX), 3);
+    assert_eq!(
+        out,
+        vec![(base, "before 1"), (base, "before 0"), (base, "at base")]
+    );
+    assert_eq!(
+        pop_all(&mut q, base + Duration::from_nanos(1)),
+        vec!["after"]
+    );
+}
+
+/// Beyond `base + (2^64 - 1) ns` a deadline is stored as that end: reported
+/// as the end (never later than the truth), equal to the others there (FIFO).
+#[test]
+fn deadlines_beyond_the_range_saturate_to_its_end() {
+    let base = Instant::now();
+    let (Some(end), Some(beyond)) = (
+        base.checked_add(Duration::from_nanos(u64::MAX)),
+        base.checked_add(Duration::from_secs(10_000 * 365 * 24 * 3600)),
+    ) else {
+        return; // `Instant` cannot go that far: nothing saturates
+    };
+    let mut q = Queue::new(base);
+    q.insert(beyond + Duration::from_secs(1), "later");
+    q.insert(beyond, "beyond");
+    q.insert(end, "end");
+    let near = base + Duration::from_secs(1);
+    q.insert(near, "near");
+    q.check_invariants();
+    assert_eq!(pop_all(&mut q, near), vec!["near"]);
+    assert_eq!(q.next_deadline(), Some(end));
+    assert!(end < beyond);
+    let mut out = Vec::new();
+    assert_eq!(q.pop_due(end, &mut out, usize::MAX), 3);
+    assert_eq!(out, vec![(end, "later"), (end, "beyond"), (end, "end")]);
+}
+
+#[test]
+fn earliest_base_goes_back_as_far_as_it_can() {
+    let now = Instant::now();
+    let base = earliest_base(now);
+    assert!(base <= now);
+    let back = now - base;
+    assert!(back < Duration::from_nanos(1 << 63));
+    if back < Duration::from_nanos((1 << 63) - 1) {
+        // Stopped early: only because `Instant` ends there.
+        assert!(base.checked_sub(Duration::from_nanos(1)).is_none());
+    }
+    // Every in-range deadline converts back, up to the range's end.
+    assert!(base.checked_add(Duration::from_nanos(u64::MAX)).is_some());
+    assert_eq!(nanos_since(base, now), back.as_nanos() as u64);
+    assert_eq!(nanos_since(base, base), 0);
+    assert_eq!(nanos_since(now, base), 0, "saturates below");
+}
+
+/// `order` keeps counting modulo 2^32: ordering stays valid across the wrap;
+/// only two entries due at the same nanosecond on either side of it swap
+/// (module docs). Keys keep the full sequence number.
+#[test]
+fn order_wraps_without_breaking_the_heap() {
+    let base = Instant::now();
+    let mut q = Queue::new(base);
+    let (first, _) = q.insert(ms(base, 5), "first");
+    // The next insert is number 2^32 - 1: its `order` is `u32::MAX`.
+    q.skip_inserts((1 << 32) - 3);
+    let (last, _) = q.insert(ms(base, 5), "order max");
+    assert_eq!(last.seq.get(), (u64::from(u32::MAX)) * MAX_IDS as u64);
+    let (wrapped, _) = q.insert(ms(base, 5), "order 0");
+    assert_eq!(wrapped.seq.get(), (1 << 32) * MAX_IDS as u64);
+    q.insert(ms(base, 4), "earlier");
+    q.insert(ms(base, 6), "later");
+    q.check_invariants();
+    // Keys still name their own entries only.
+    assert_eq!(q.get_mut(first).copied(), Some("first"));
+    assert_ne!(first, wrapped);
+    assert_eq!(
+        pop_all(&mut q, ms(base, 6)),
+        // The documented anomaly: "order 0" sorts before "order max", and
+        // before "first" (order 1).
+        vec!["earlier", "order 0", "first", "order max", "later"]
+    );
+}
+
+#[test]
+fn a_full_queue_refuses_inserts_and_stays_intact() {
+    let base = Instant::now();
+    let mut q = Queue::new(base).with_max_slots(3);
+    let keys: Vec<Key> = (0..3).map(|n| q.insert(ms(base, n), n).0).collect();
+    assert_eq!(
+        q.try_insert(ms(base, 9), 9).err(),
+        Some(9),
+        "value handed back"
+    );
+    q.check_invariants();
+    assert_eq!(q.len(), 3);
+    // A freed slot is reused.
+    assert_eq!(q.remove(keys[1]), Some(1));
+    let (reused, _) = q.insert(ms(base, 1), 10);
+    assert!(q.try_insert(ms(base, 9), 11).is_err());
+    q.check_invariants();
+    assert_eq!(q.remove(keys[1]), None, "stale key stays dead");
+    assert_eq!(pop_all(&mut q, ms(base, 9)), vec![0, 10, 2]);
+    assert!(!q.contains(reused));
+}
+
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn layout_sizes() {
+    use crate::callback::Callback;
+    assert_eq!(size_of::<Node>(), 16);
+    assert_eq!(size_of::<Key>(), 16);
+    assert_eq!(size_of::<Option<Key>>(), 16);
+    assert_eq!(size_of::<Slot<Callback>>(), 40);
 }
 
 #[test]
 fn drain_into_takes_everything() {
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     let (k, _) = q.insert(ms(base, 1), 1);
     q.insert(ms(base, 2), 2);
     q.insert(ms(base, 3), 3);
@@ -241,7 +399,7 @@ fn random_ops_match_model() {
     let base = Instant::now();
     for seed in 1..=20u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let mut q = Queue::new();
+        let mut q = Queue::new(base);
         // Model: live (deadline_ms, seq, key) triples.
         let mut live: Vec<(u64, u64, Key)> = Vec::new();
         let mut dead: Vec<Key> = Vec::new();
@@ -294,7 +452,7 @@ fn random_ops_match_model() {
 #[test]
 fn million_insert_then_cancel_leaves_it_empty() {
     let base = Instant::now();
-    let mut q = Queue::new();
+    let mut q = Queue::new(base);
     let mut rng = Rng(0xDEAD_BEEF);
     let keys: Vec<Key> = (0..1_000_000u64)
         .map(|n| q.insert(ms(base, rng.below(10_000)), n).0)
