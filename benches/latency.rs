@@ -159,6 +159,13 @@ const WAITERS: &[(&str, Measure)] = &[
     ("cancelctx Timer::global().sleep_until(), block_on", |p| {
         on(Exec::Futures, p, waiters::timer_sleep_until)
     }),
+    (
+        "cancelctx Timer with a SCHED_FIFO thread: sleep_until(), block_on",
+        |p| {
+            waiters::realtime_timer()?;
+            on(Exec::Futures, p, waiters::realtime_timer_sleep_until)
+        },
+    ),
     ("tokio sleep_until, current-thread rt", |p| {
         on(Exec::TokioCurrentTime, p, waiters::tokio_sleep_until)
     }),

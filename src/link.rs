@@ -203,7 +203,10 @@ mod tests {
         // With few types most absent ones are ruled out by the bits alone
         // (a statistical property of the hash: 2 of 64 bits per type).
         let one = TypeBits::of(TypeId::of::<A>());
-        assert!((1..=2).contains(&one.0.count_ones()), "one or two bits per type");
+        assert!(
+            (1..=2).contains(&one.0.count_ones()),
+            "one or two bits per type"
+        );
         assert!(!TypeBits::NONE.may_contain(one));
         assert!(TypeBits::ALL.may_contain(one));
     }

@@ -105,7 +105,7 @@ impl<T> Slab<T> {
 
     /// Takes every entry out (vacant slots included), leaving it empty.
     pub(crate) fn take(&mut self) -> Slots<T> {
-        mem::replace(self, Slab::new()).slots
+        mem::take(self).slots
     }
 }
 

@@ -126,6 +126,26 @@ pub(crate) async fn timer_sleep_until(timeout: Duration) -> f64 {
     lateness_us(deadline)
 }
 
+/// A private timer whose thread runs under `SCHED_FIFO` (made once), or why
+/// the OS refused it.
+pub(crate) fn realtime_timer() -> Result<&'static Timer, String> {
+    static TIMER: OnceLock<Result<Timer, String>> = OnceLock::new();
+    TIMER
+        .get_or_init(|| {
+            Timer::try_with_realtime_priority(10)
+                .map_err(|e| format!("real-time priority refused: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+pub(crate) async fn realtime_timer_sleep_until(timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    let timer = realtime_timer().expect("the row checks it first");
+    timer.sleep_until(deadline).await;
+    lateness_us(deadline)
+}
+
 pub(crate) async fn tokio_sleep_until(timeout: Duration) -> f64 {
     let deadline = Instant::now() + timeout;
     tokio::time::sleep_until(deadline.into()).await;

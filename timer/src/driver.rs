@@ -111,6 +111,32 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> io::Result<()> {
         .map(drop)
 }
 
+/// [`spawn`], with the thread under the real-time FIFO policy at
+/// `priority`. Waits until the thread has tried: if the OS refuses the
+/// policy, the thread exits without driving anything and the error is
+/// returned.
+#[cfg(not(loom))]
+pub(crate) fn spawn_realtime(shared: Arc<Shared>, priority: u8) -> io::Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(THREAD_NAME.to_owned())
+        .spawn(move || {
+            crate::slack::minimize();
+            let result = crate::slack::set_realtime(priority);
+            let ok = result.is_ok();
+            // The spawner waits for this message: it cannot be gone.
+            let _ = tx.send(result);
+            if ok {
+                run(&shared, &SystemPark);
+            }
+        })?;
+    rx.recv().unwrap_or_else(|_| {
+        Err(io::Error::other(
+            "cancelctx-timer: the timer thread exited before setting its priority",
+        ))
+    })
+}
+
 /// Under loom there is no real time to drive: only manual timers work.
 #[cfg(loom)]
 pub(crate) fn spawn(shared: Arc<Shared>) -> io::Result<()> {
@@ -119,4 +145,10 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> io::Result<()> {
         io::ErrorKind::Unsupported,
         "cancelctx-timer: timer threads are unavailable under cfg(loom); use Timer::manual()",
     ))
+}
+
+/// Under loom: see [`spawn`].
+#[cfg(loom)]
+pub(crate) fn spawn_realtime(shared: Arc<Shared>, _priority: u8) -> io::Result<()> {
+    spawn(shared)
 }

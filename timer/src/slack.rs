@@ -1,9 +1,17 @@
-//! Minimal timer slack for the timer thread: the crate's only `unsafe`.
+//! How the OS schedules the timer thread: the crate's only `unsafe`.
 //!
 //! Linux lets the kernel delay a sleeping thread's timed wake-up by up to its
 //! "timer slack" (50 µs by default) to batch wake-ups. The timer thread exists
 //! to wake on time, so it asks for the minimum (1 ns). Elsewhere this is a
 //! no-op.
+//!
+//! On request ([`Timer::try_with_realtime_priority`]) the thread also asks
+//! for the real-time `SCHED_FIFO` policy, so that a passed deadline preempts
+//! normal threads at once instead of waiting for the CPU scheduler.
+//!
+//! [`Timer::try_with_realtime_priority`]: crate::Timer::try_with_realtime_priority
+
+use std::io;
 
 /// Sets the calling thread's timer slack to 1 ns (Linux only; best effort).
 #[cfg(target_os = "linux")]
@@ -27,3 +35,37 @@ pub(crate) fn minimize() {
 /// No timer slack control on this platform.
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn minimize() {}
+
+/// Puts the calling thread under `SCHED_FIFO` at `priority` (1..=99).
+#[cfg(target_os = "linux")]
+pub(crate) fn set_realtime(priority: u8) -> io::Result<()> {
+    if !(1..=99).contains(&priority) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cancelctx-timer: real-time priority {priority} is outside 1..=99"),
+        ));
+    }
+    let param = libc::sched_param {
+        sched_priority: libc::c_int::from(priority),
+    };
+    // SAFETY: `pthread_self()` is always a valid handle to the calling
+    // thread, and `param` is a valid, initialized `sched_param` that outlives
+    // the call, which only reads it. The function changes only the calling
+    // thread's scheduling policy and reports failure through its return
+    // value (an errno value, not `errno`).
+    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// No real-time policy on this platform.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn set_realtime(_priority: u8) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "cancelctx-timer: real-time priority is only supported on Linux",
+    ))
+}

@@ -224,6 +224,72 @@ impl Timer {
         Ok(timer)
     }
 
+    /// A private timer whose thread runs under the real-time `SCHED_FIFO`
+    /// policy at `priority` (1 to 99), spawned now.
+    ///
+    /// A normal timer thread is woken on time, but on a machine whose cores
+    /// are all busy it may then wait for a CPU: up to a scheduler tick or
+    /// more (4 ms at the common `HZ=250`). A real-time thread preempts normal
+    /// threads as soon as it is woken, so deadlines fire on time even then.
+    /// The callbacks run on that thread, so they must stay short (as they
+    /// should anyway): a real-time thread that spins starves the normal ones
+    /// on its core (Linux keeps 5 % of each second for them by default).
+    ///
+    /// To give contexts such a timer, make it the global one with
+    /// [`Timer::init_global`] before anything schedules on the global timer.
+    ///
+    /// # Errors
+    ///
+    /// - [`ErrorKind::InvalidInput`](std::io::ErrorKind::InvalidInput) if
+    ///   `priority` is 0 or above 99;
+    /// - the OS error if the policy is refused: `EPERM` without the
+    ///   `CAP_SYS_NICE` capability or an `RLIMIT_RTPRIO` of at least
+    ///   `priority` (`ulimit -r`);
+    /// - [`ErrorKind::Unsupported`](std::io::ErrorKind::Unsupported) on
+    ///   platforms other than Linux (and under `--cfg loom`);
+    /// - the error from [`std::thread::Builder::spawn`].
+    ///
+    /// No thread is left behind on error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cancelctx_timer::Timer;
+    ///
+    /// // Falls back to a normal timer where real-time priority is not allowed.
+    /// let timer = Timer::try_with_realtime_priority(10).or_else(|_| Timer::try_new())?;
+    /// futures::executor::block_on(timer.sleep(std::time::Duration::from_millis(1)));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_with_realtime_priority(priority: u8) -> std::io::Result<Timer> {
+        let timer = Self::with_mode(Mode::Running);
+        driver::spawn_realtime(Arc::clone(&timer.handle.shared), priority)?;
+        Ok(timer)
+    }
+
+    /// Makes `timer` the process-wide timer that [`Timer::global`] returns
+    /// (and so the one every `cancelctx` deadline uses), if there is none
+    /// yet. Call it at startup, before anything schedules on the global
+    /// timer; `Err(timer)` gives the timer back if the global one already
+    /// exists.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cancelctx_timer::Timer;
+    ///
+    /// if let Ok(timer) = Timer::try_with_realtime_priority(10) {
+    ///     // Fails only if the global timer was created already.
+    ///     let _ = Timer::init_global(timer);
+    /// }
+    /// let _entry = Timer::global().schedule(std::time::Instant::now(), || {});
+    /// ```
+    #[cfg(not(loom))]
+    pub fn init_global(timer: Timer) -> Result<&'static Timer, Timer> {
+        GLOBAL.set(timer)?;
+        Ok(Timer::global())
+    }
+
     /// A timer with **no thread**: entries fire only when someone calls
     /// [`Timer::fire_due`], on that caller's thread, with the caller's notion
     /// of "now".

@@ -316,3 +316,55 @@ fn precision_report() {
         late[late.len() - 1]
     );
 }
+
+/// The scheduling policy of the calling thread, from `/proc` (Linux): field
+/// 41 of `/proc/thread-self/stat` (1 is `SCHED_FIFO`).
+#[cfg(target_os = "linux")]
+fn own_policy() -> u32 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // The command name (field 2) may hold spaces: count from after it.
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name.split(' ').nth(41 - 3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_realtime_timer_fires_on_a_fifo_thread_or_says_why_not() {
+    match Timer::try_with_realtime_priority(10) {
+        Ok(timer) => {
+            let (tx, rx) = mpsc::channel();
+            let at = Instant::now() + Duration::from_millis(2);
+            let _entry = timer.schedule(at, move || {
+                #[cfg(target_os = "linux")]
+                let policy = own_policy();
+                #[cfg(not(target_os = "linux"))]
+                let policy = 1;
+                tx.send((Instant::now(), policy)).unwrap();
+            });
+            let (fired, policy) = rx.recv_timeout(PATIENCE).expect("fired");
+            assert!(fired >= at, "never early");
+            assert_eq!(policy, 1, "the callback runs under SCHED_FIFO");
+        }
+        // Without the privilege (or off Linux) the error says so.
+        Err(err) => assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::Unsupported
+            ),
+            "unexpected error: {err}"
+        ),
+    }
+}
+
+#[test]
+fn a_realtime_priority_outside_1_to_99_is_refused() {
+    for priority in [0, 100, 255] {
+        let err = Timer::try_with_realtime_priority(priority).unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported
+            ),
+            "priority {priority}: {err}"
+        );
+    }
+}
