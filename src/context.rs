@@ -419,6 +419,7 @@ impl Context {
     }
 
     /// The link this context is, if it is one.
+    #[inline]
     pub(crate) fn link(&self) -> Option<&DynLink> {
         match &self.repr {
             Repr::Link(link) => Some(link),

@@ -62,6 +62,7 @@ impl TypeBits {
     pub(crate) const ALL: TypeBits = TypeBits(u64::MAX);
 
     /// The bit of one type.
+    #[inline]
     pub(crate) fn of(type_id: TypeId) -> TypeBits {
         let mut hasher = Fold(0);
         type_id.hash(&mut hasher);
@@ -70,10 +71,12 @@ impl TypeBits {
     }
 
     /// Whether every bit of `bits` (one type's) is set.
+    #[inline]
     pub(crate) fn may_contain(self, bits: TypeBits) -> bool {
         self.0 & bits.0 == bits.0
     }
 
+    #[inline]
     fn with(self, other: TypeBits) -> TypeBits {
         TypeBits(self.0 | other.0)
     }
@@ -93,10 +96,12 @@ impl Hasher for Fold {
         }
     }
 
+    #[inline]
     fn write_u64(&mut self, n: u64) {
         self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 
+    #[inline]
     fn finish(&self) -> u64 {
         self.0
     }
@@ -104,6 +109,7 @@ impl Hasher for Fold {
 
 /// The summary a new link under `parent` starts from: the parent link's, if
 /// the segment continues through it (see the module docs).
+#[inline]
 fn inherited_types(parent: &Context) -> TypeBits {
     match parent.link() {
         Some(link) => link.types,
