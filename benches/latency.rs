@@ -25,6 +25,10 @@
 //!   (current-thread and 2-worker runtimes built **without** the time
 //!   driver), smol, async-std and `futures::executor`; `ctx.sleep(1 h)` cut
 //!   short by the context's deadline; `cancelctx::timer::Timer` directly.
+//! - the opt-in real-time timer thread: `wait_done()` and `done().await`
+//!   with the global timer made a `SCHED_FIFO` one (in a child process, see
+//!   `latency/realtime.rs`), and a private `SCHED_FIFO` `Timer` directly.
+//!   Skipped, with the OS's reason, where real-time priority is not allowed.
 //! - the alternatives: tokio `sleep_until` (runtimes with the time driver),
 //!   async-io `Timer::at`, async-std `task::sleep`, futures-timer `Delay`;
 //! - the floor: `std::thread::sleep` until the deadline with the thread's
@@ -56,6 +60,8 @@
 mod cpu;
 #[path = "latency/go.rs"]
 mod go;
+#[path = "latency/realtime.rs"]
+mod realtime;
 #[path = "latency/report.rs"]
 mod report;
 #[path = "latency/waiters.rs"]
@@ -159,6 +165,13 @@ const WAITERS: &[(&str, Measure)] = &[
     ("cancelctx Timer::global().sleep_until(), block_on", |p| {
         on(Exec::Futures, p, waiters::timer_sleep_until)
     }),
+    ("cancelctx wait_done(), SCHED_FIFO global timer", |p| {
+        realtime::run("wait_done", p)
+    }),
+    (
+        "cancelctx done().await, block_on, SCHED_FIFO global timer",
+        |p| realtime::run("done_futures", p),
+    ),
     (
         "cancelctx Timer with a SCHED_FIFO thread: sleep_until(), block_on",
         |p| {
@@ -286,6 +299,9 @@ fn options() -> Options {
 }
 
 fn main() {
+    if let Ok(waiter) = std::env::var(realtime::CHILD) {
+        realtime::child_main(&waiter);
+    }
     let opts = options();
     let n = if opts.quick { SAMPLES_QUICK } else { SAMPLES };
     let started = Instant::now();
