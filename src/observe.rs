@@ -2,16 +2,19 @@
 //! optional `metrics` and `tracing` facades.
 //!
 //! Every hook is called by `node.rs` at one place: creation, end, deadline
-//! fire. Without the features, a hook is two relaxed increments on a
-//! per-thread shard (no shared cache line between threads).
+//! fire. Without the features, a hook is one increment of a counter in the
+//! calling thread's own shard: a plain load and store (the thread is its
+//! only writer), no locked instruction and no cache line shared between
+//! threads.
 //!
 //! [`stats()`]: crate::stats()
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Cause, Error};
 use crate::node::CancelNode;
-use crate::sync::stat::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::stat::{AtomicU64, Mutex, Ordering};
 
 /// How a context came to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,9 +38,9 @@ impl End {
     }
 }
 
-const SHARDS: usize = 16;
-
-/// One cache line of counters per shard.
+/// One thread's counters. Only the owning thread writes them, with a load
+/// and a store (no read-modify-write, so no locked instruction on the hot
+/// path); [`counts`] reads them from anywhere.
 #[repr(align(128))]
 #[derive(Default)]
 struct Shard {
@@ -47,35 +50,73 @@ struct Shard {
     parent: AtomicU64,
 }
 
-static COUNTERS: [Shard; SHARDS] = [const {
-    Shard {
-        created: AtomicU64::new(0),
-        explicit: AtomicU64::new(0),
-        deadline: AtomicU64::new(0),
-        parent: AtomicU64::new(0),
+impl Shard {
+    fn totals(&self) -> [u64; 4] {
+        // Relaxed: statistics.
+        [&self.created, &self.explicit, &self.deadline, &self.parent]
+            .map(|c| c.load(Ordering::Relaxed))
     }
-}; SHARDS];
-
-fn shard() -> &'static Shard {
-    use std::cell::Cell;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    let idx = INDEX
-        .try_with(|i| {
-            if i.get() == usize::MAX {
-                // Relaxed: only spreads threads over shards.
-                i.set(NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS);
-            }
-            i.get()
-        })
-        .unwrap_or(0);
-    &COUNTERS[idx]
 }
 
-fn count(f: impl FnOnce(&Shard)) {
-    f(shard());
+/// The shards of live threads, and the totals of the threads that exited.
+struct Registry {
+    live: Vec<Arc<Shard>>,
+    retired: [u64; 4],
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    live: Vec::new(),
+    retired: [0; 4],
+});
+
+/// Where a thread counts once its own shard is gone (its thread-locals are
+/// being destroyed): shared, so with read-modify-writes.
+static FALLBACK: Shard = Shard {
+    created: AtomicU64::new(0),
+    explicit: AtomicU64::new(0),
+    deadline: AtomicU64::new(0),
+    parent: AtomicU64::new(0),
+};
+
+/// A thread's registered shard; its drop (at thread exit) folds the counts
+/// into `retired`, under the same lock `counts` reads under, so no count is
+/// ever seen twice or missed.
+struct Local(Arc<Shard>);
+
+impl Local {
+    fn register() -> Local {
+        let shard = Arc::new(Shard::default());
+        REGISTRY.lock().live.push(shard.clone());
+        Local(shard)
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let mut registry = REGISTRY.lock();
+        registry.live.retain(|s| !Arc::ptr_eq(s, &self.0));
+        for (total, n) in registry.retired.iter_mut().zip(self.0.totals()) {
+            *total += n;
+        }
+    }
+}
+
+thread_local! {
+    static LOCAL: Local = Local::register();
+}
+
+/// Adds one to the counter `pick` selects, in this thread's shard.
+fn count(pick: impl Fn(&Shard) -> &AtomicU64) {
+    let counted = LOCAL.try_with(|local| {
+        let counter = pick(&local.0);
+        // Relaxed, and not a read-modify-write: this thread is the only
+        // writer of its shard.
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    });
+    if counted.is_err() {
+        // Relaxed: a statistic.
+        pick(&FALLBACK).fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Totals since the process started, from [`stats()`](crate::stats()).
@@ -101,23 +142,27 @@ impl ContextCounts {
 }
 
 pub(crate) fn counts() -> ContextCounts {
-    let mut c = ContextCounts::default();
-    for s in &COUNTERS {
-        // Relaxed: statistics.
-        c.created += s.created.load(Ordering::Relaxed);
-        c.canceled += s.explicit.load(Ordering::Relaxed);
-        c.deadline_exceeded += s.deadline.load(Ordering::Relaxed);
-        c.parent_ended += s.parent.load(Ordering::Relaxed);
+    let registry = REGISTRY.lock();
+    let mut sum = registry.retired;
+    let shards = registry.live.iter().map(|s| &**s).chain([&FALLBACK]);
+    for shard in shards {
+        for (total, n) in sum.iter_mut().zip(shard.totals()) {
+            *total += n;
+        }
     }
-    c
+    drop(registry);
+    let [created, canceled, deadline_exceeded, parent_ended] = sum;
+    ContextCounts {
+        created,
+        canceled,
+        deadline_exceeded,
+        parent_ended,
+    }
 }
 
 /// A cancelable context was created.
 pub(crate) fn created() {
-    // Relaxed: a statistic.
-    count(|s| {
-        s.created.fetch_add(1, Ordering::Relaxed);
-    });
+    count(|s| &s.created);
     #[cfg(feature = "metrics")]
     metrics::counter!("cancelctx_contexts_created_total").increment(1);
 }
@@ -125,14 +170,10 @@ pub(crate) fn created() {
 /// `node` ended (it won `mark`): count it and report it.
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn ended(node: &CancelNode, err: Error, how: End, cause: &Cause) {
-    // Relaxed: statistics.
-    count(|s| {
-        let counter = match how {
-            End::Explicit => &s.explicit,
-            End::Deadline => &s.deadline,
-            End::Parent => &s.parent,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+    count(|s| match how {
+        End::Explicit => &s.explicit,
+        End::Deadline => &s.deadline,
+        End::Parent => &s.parent,
     });
     // Literal labels: the macro then builds a static key (no allocation).
     #[cfg(feature = "metrics")]

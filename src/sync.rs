@@ -14,9 +14,10 @@ pub(crate) use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
-/// Atomics for statistics only: never part of a synchronization argument,
-/// so `std`'s under loom too (and usable in `static`s).
+/// Atomics and a lock for statistics only: never part of a synchronization
+/// argument, so the real ones under loom too (and usable in `static`s).
 pub(crate) mod stat {
+    pub(crate) use parking_lot::Mutex;
     pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 }
 

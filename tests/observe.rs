@@ -37,4 +37,27 @@ fn names_and_counters() {
     assert!(after.parent_ended >= before.parent_ended + 2);
     assert!(after.deadline_exceeded >= before.deadline_exceeded + 2);
     assert!(after.not_ended() <= after.created);
+
+    // Each thread counts in a shard of its own: seen by `stats()` while the
+    // thread runs, and kept when it exits. (Exact: this test is the only
+    // one in its process, and nothing else creates contexts now.)
+    let before = cancelctx::stats().contexts;
+    let (counted_tx, counted_rx) = std::sync::mpsc::channel();
+    let (exit_tx, exit_rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        for _ in 0..100 {
+            let (_ctx, guard) = Context::background().with_cancel();
+            guard.cancel();
+        }
+        counted_tx.send(()).unwrap();
+        exit_rx.recv().unwrap();
+    });
+    counted_rx.recv().unwrap();
+    let running = cancelctx::stats().contexts;
+    assert_eq!(running.created - before.created, 100);
+    assert_eq!(running.canceled - before.canceled, 100);
+    exit_tx.send(()).unwrap();
+    worker.join().unwrap();
+    let exited = cancelctx::stats().contexts;
+    assert_eq!(exited, running, "a thread's counts outlive it");
 }
