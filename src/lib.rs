@@ -63,7 +63,19 @@
 //! - **Timer thread.** One thread, `cancelctx-timer`, started on the first
 //!   deadline armed, drives a min-heap of deadlines with true O(log n)
 //!   removal: a context canceled before its deadline takes its entry out at
-//!   once. On Linux its timer slack is set to the minimum.
+//!   once. On Linux its timer slack is set to the minimum. On a machine
+//!   whose cores are all busy, the thread may wait for a CPU after waking (a
+//!   scheduler tick, 4 ms at `HZ=250`); where that matters, make the global
+//!   timer a real-time one at startup, before the first deadline:
+//!
+//!   ```
+//!   use cancelctx::timer::Timer;
+//!
+//!   // Needs CAP_SYS_NICE or `ulimit -r` >= 10 on Linux; otherwise keep the default.
+//!   if let Ok(timer) = Timer::try_with_realtime_priority(10) {
+//!       let _ = Timer::init_global(timer);
+//!   }
+//!   ```
 //! - **Callback pool.** Threads named `cancelctx-callback-N`, started on the
 //!   first [`after_func`](Context::after_func) callback that runs, grown when
 //!   all are busy, retired after 10 s idle.
