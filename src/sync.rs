@@ -18,7 +18,9 @@ pub(crate) use loom::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 /// argument, so the real ones under loom too (and usable in `static`s).
 pub(crate) mod stat {
     pub(crate) use parking_lot::Mutex;
-    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    #[cfg(feature = "registry")]
+    pub(crate) use std::sync::atomic::AtomicUsize;
+    pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 }
 
 /// loom's mutex with `parking_lot`'s signature (no poisoning).
