@@ -27,7 +27,8 @@
 //!   short by the context's deadline; `cancelctx::timer::Timer` directly.
 //! - the opt-in real-time timer thread: `wait_done()` and `done().await`
 //!   with the global timer made a `SCHED_FIFO` one (in a child process, see
-//!   `latency/realtime.rs`), and a private `SCHED_FIFO` `Timer` directly.
+//!   `latency/realtime.rs`), and a private `SCHED_FIFO` `Timer` directly; in
+//!   the CPU-bound condition, `is_done()` with that global timer.
 //!   Skipped, with the OS's reason, where real-time priority is not allowed.
 //! - the alternatives: tokio `sleep_until` (runtimes with the time driver),
 //!   async-io `Timer::at`, async-std `task::sleep`, futures-timer `Delay`;
@@ -229,6 +230,11 @@ fn rows() -> Vec<Row> {
         name: SPIN_IS_DONE,
         condition: Condition::CpuBound,
         measure: waiters::spin_is_done,
+    });
+    rows.push(Row {
+        name: "cancelctx is_done() seen by 2 spinning tokio workers, SCHED_FIFO global timer",
+        condition: Condition::CpuBound,
+        measure: |p| realtime::run("spin_is_done", p),
     });
     rows.push(Row {
         name: SPIN_TOKIO,

@@ -18,7 +18,7 @@ const WARMUP: &str = "CANCELCTX_LATENCY_WARMUP_US";
 const TIMEOUTS: &str = "CANCELCTX_LATENCY_TIMEOUTS_US";
 
 /// The waiters a child can measure.
-const WAITERS: [&str; 2] = ["wait_done", "done_futures"];
+const WAITERS: [&str; 3] = ["wait_done", "done_futures", "spin_is_done"];
 
 /// Measures `waiter` (one of [`WAITERS`]) in a child process.
 pub(crate) fn run(waiter: &str, plan: &Plan) -> Result<Vec<f64>, String> {
@@ -76,6 +76,7 @@ pub(crate) fn child_main(waiter: &str) -> ! {
     let samples = match waiter {
         "wait_done" => blocking(&plan, waiters::wait_done),
         "done_futures" => on(Exec::Futures, &plan, waiters::ctx_done),
+        "spin_is_done" => waiters::spin_is_done(&plan),
         other => fail(format!(
             "unknown waiter {other:?}, expected one of {WAITERS:?}"
         )),
