@@ -28,8 +28,10 @@ fn loom_models_cancel_vs_wait() {
     });
 }
 
-/// Cancel vs child creation: the child ends up done and unregistered
-/// whichever comes first (invariant 2 of the tree module).
+/// Cancel vs child creation: the child ends up done, with the parent's
+/// cause, and unregistered whichever comes first (invariant 2 of the tree
+/// module; a child created after the cancel is built done, reading the
+/// cause without registering).
 #[test]
 fn loom_models_cancel_vs_child_creation() {
     model(|| {
@@ -40,9 +42,10 @@ fn loom_models_cancel_vs_child_creation() {
             g.detach();
             child
         });
-        guard.cancel();
+        guard.cancel_with_cause(Cause::msg("why"));
         let child = creator.join().unwrap();
         assert_eq!(child.err(), Some(Error::Canceled));
+        assert_eq!(child.cause().unwrap().to_string(), "why");
         assert_eq!(parent.child_count(), 0);
     });
 }

@@ -9,7 +9,12 @@
 //!
 //! 1. `state` only moves forward: `LIVE` → `DONE_*` → `DONE_* | PROPAGATED`.
 //!    The `DONE_*` bits are written once, under the node's lock, after
-//!    `Inner::cause` (so whoever sees them under the lock also sees the cause).
+//!    `Cold::cause` (so whoever sees them under the lock also sees the cause),
+//!    together with `CAUSED` if that cause is stored; a stored cause never
+//!    changes again, so whoever sees `CAUSED` with `Acquire` may read it.
+//!    A node built done at construction (its parent was done, or its
+//!    deadline had passed) starts as `DONE_* | PROPAGATED`: it was never
+//!    shared while live.
 //! 2. A done node never gains a child: registration checks `state` under the
 //!    parent's lock, the same lock [`CancelNode::mark`] holds while it sets
 //!    the `DONE_*` bits and drains the children.
@@ -60,6 +65,9 @@ const DONE_DEADLINE: u8 = 0b010;
 const DONE: u8 = DONE_CANCELED | DONE_DEADLINE;
 /// Every descendant registered when the node was canceled is done too.
 const PROPAGATED: u8 = 0b100;
+/// Set with the done bits when the cause is not the plain error: it is then
+/// stored in `Cold::cause` (and never changes again).
+const CAUSED: u8 = 0b1000;
 
 /// `slot` value of a node that sits in no slab (slab indices are below it).
 const NO_SLOT: u32 = u32::MAX;
@@ -253,6 +261,28 @@ impl CancelNode {
         let inherited = parent.deadline();
         // Go: a child deadline later than the parent's is the parent's.
         let own = deadline.filter(|d| inherited.is_none_or(|p| *d <= p));
+        let scope = parent.scope();
+        // Done at construction: a parent already done, or an own deadline
+        // already passed. Such a node is built done (no locks, no parent
+        // registration, no timer); a parent that ends after this check is
+        // caught by `register_node` below, under its lock.
+        let ended = match scope.and_then(|scope| scope.ended()) {
+            Some((err, cause)) => Some((err, cause, End::Parent)),
+            None => own
+                .filter(|at| *at <= now.unwrap_or_else(Instant::now))
+                .map(|_| {
+                    let err = Error::DeadlineExceeded;
+                    let cause = deadline_cause.clone();
+                    (
+                        err,
+                        cause.unwrap_or_else(|| Cause::from_error(err)),
+                        End::Deadline,
+                    )
+                }),
+        };
+        if let Some((err, cause, how)) = ended {
+            return CancelNode::new_done(parent, own, inherited, err, cause, how);
+        }
         let node = Arc::new(CancelNode {
             parent: parent.clone(),
             deadline: own.or(inherited),
@@ -274,19 +304,14 @@ impl CancelNode {
         observe::created();
         #[cfg(feature = "registry")]
         crate::registry::insert(&node);
-        if let Some(scope) = parent.scope() {
+        if let Some(scope) = scope {
             if let Err((err, cause)) = scope.register_node(&node) {
-                // A child of a done parent is done at construction.
+                // The parent ended since `ended()` looked.
                 node.cancel(err, Some(cause), End::Parent);
                 return node;
             }
         }
         if let Some(at) = own {
-            if at <= now.unwrap_or_else(Instant::now) {
-                let cause = node.inner.lock().cause();
-                node.cancel(Error::DeadlineExceeded, cause, End::Deadline);
-                return node;
-            }
             let alarm: Weak<dyn Alarm> = Arc::downgrade(&node) as Weak<dyn Alarm>;
             let entry = timer
                 .unwrap_or_else(|| Timer::global())
@@ -303,6 +328,54 @@ impl CancelNode {
         node
     }
 
+    /// A node done at construction with `err` and `cause` (ended `how`):
+    /// never registered, never armed, nothing to propagate.
+    fn new_done(
+        parent: &Context,
+        own: Option<Instant>,
+        inherited: Option<Instant>,
+        err: Error,
+        cause: Cause,
+        how: End,
+    ) -> Arc<CancelNode> {
+        let plain = cause.is_plain(err);
+        let node = Arc::new(CancelNode {
+            parent: parent.clone(),
+            deadline: own.or(inherited),
+            own_deadline: own.is_some(),
+            state: AtomicU8::new(done_bits(err, plain, false)),
+            slot: AtomicU32::new(NO_SLOT),
+            inner: Mutex::new(Inner {
+                cold: (!plain).then(|| {
+                    Box::new(Cold {
+                        cause: Some(cause.clone()),
+                        ..Cold::default()
+                    })
+                }),
+                timer: None,
+            }),
+            #[cfg(feature = "registry")]
+            meta: crate::registry::Meta::new(),
+        });
+        observe::created();
+        #[cfg(feature = "registry")]
+        crate::registry::insert(&node);
+        observe::ended(&node, err, how, &cause);
+        node
+    }
+
+    /// How the node ended, if it has: the error and its cause. Takes the
+    /// lock only for a cause other than the plain error.
+    fn ended(&self) -> Option<(Error, Cause)> {
+        // Acquire: as in `err`; it also makes a stored cause visible.
+        let state = self.state.load(Ordering::Acquire);
+        let err = decode(state)?;
+        if state & CAUSED == 0 {
+            return Some((err, Cause::from_error(err)));
+        }
+        Some((err, self.inner.lock().done_cause(err)))
+    }
+
     /// `None` while live.
     pub(crate) fn err(&self) -> Option<Error> {
         // Acquire: whatever the canceller did before canceling is visible to
@@ -311,8 +384,7 @@ impl CancelNode {
     }
 
     pub(crate) fn cause(&self) -> Option<Cause> {
-        let err = self.err()?;
-        Some(self.inner.lock().done_cause(err))
+        self.ended().map(|(_, cause)| cause)
     }
 
     /// The nearest name on the node's chain.
@@ -475,7 +547,8 @@ impl CancelNode {
         if self.state.load(Ordering::Relaxed) & DONE != 0 {
             return None;
         }
-        if !cause.is_plain(err) {
+        let plain = cause.is_plain(err);
+        if !plain {
             inner.cold().cause = Some(cause.clone());
         } else if let Some(cold) = &mut inner.cold {
             cold.cause = None;
@@ -483,9 +556,10 @@ impl CancelNode {
         let has_children = inner.len() > inner.waiters();
         let children = inner.take_children();
         let timer = inner.timer.take();
-        let bits = encode(err) | if has_children { 0 } else { PROPAGATED };
-        // Release: pairs with the Acquire in `err` (and publishes `cause`).
-        self.state.store(bits, Ordering::Release);
+        // Release: pairs with the Acquire in `err` and `ended` (and publishes
+        // `cause`).
+        self.state
+            .store(done_bits(err, plain, has_children), Ordering::Release);
         drop(inner);
         Some(Drained {
             children,
@@ -682,6 +756,13 @@ fn encode(err: Error) -> u8 {
         Error::Canceled => DONE_CANCELED,
         Error::DeadlineExceeded => DONE_DEADLINE,
     }
+}
+
+/// The state of a node that `mark` ends with `err`: `plain` if the cause is
+/// the plain error (not stored), `has_children` if it has descendants to walk
+/// before it is `PROPAGATED`.
+fn done_bits(err: Error, plain: bool, has_children: bool) -> u8 {
+    encode(err) | if plain { 0 } else { CAUSED } | if has_children { 0 } else { PROPAGATED }
 }
 
 /// Drops a chain of contexts from the leaf up without recursion: each node

@@ -140,6 +140,37 @@ fn past_deadline_and_zero_timeout_are_done_at_construction() {
 }
 
 #[test]
+fn done_at_construction_behaves_like_canceled() {
+    // A plain parent cause, an own deadline: the child is done, reports the
+    // parent's error and a plain cause, keeps its own (earlier) deadline, is
+    // not registered, and its descendants are done at construction too.
+    let (parent, gp) = Context::background().with_timeout(Duration::from_secs(3600));
+    gp.cancel();
+    let (child, guard) = parent.with_timeout(Duration::from_secs(60));
+    assert_eq!(child.err(), Some(Error::Canceled));
+    assert_eq!(
+        child.cause().unwrap().downcast_ref::<Error>(),
+        Some(&Error::Canceled)
+    );
+    assert!(child.deadline().unwrap() < parent.deadline().unwrap());
+    assert!(child.to_string().contains(".WithDeadline("), "{child}");
+    assert_eq!(parent.child_count(), 0);
+    let (grandchild, _g) = child.with_value(1u8).with_cancel();
+    assert_eq!(grandchild.err(), Some(Error::Canceled));
+    assert_eq!(child.child_count(), 0);
+    // Waiting, cancelling and dropping a done node are all immediate.
+    assert_eq!(grandchild.wait_done(), Error::Canceled);
+    guard.cancel_with_cause(Boom);
+    assert!(!child.cause().unwrap().is::<Boom>(), "first cause wins");
+    let (_counter, waker) = common::CountingWaker::new();
+    assert!(common::poll_once(&mut child.done(), &waker).is_ready());
+    // A past deadline under a done parent: the parent's end comes first.
+    let (past, _g) = parent.with_deadline_cause(Instant::now() - Duration::from_secs(1), Boom);
+    assert_eq!(past.err(), Some(Error::Canceled));
+    assert!(!past.cause().unwrap().is::<Boom>());
+}
+
+#[test]
 fn deadline_cause_only_for_deadline() {
     let (ctx, g) = Context::background().with_timeout_cause(Duration::from_secs(3600), Boom);
     g.cancel();
