@@ -290,6 +290,7 @@ impl Context {
     ///
     /// A single atomic load; never allocates.
     #[doc(alias = "Err")]
+    #[inline]
     pub fn err(&self) -> Option<Error> {
         self.scope()?.err()
     }
@@ -314,6 +315,7 @@ impl Context {
 
     /// Whether this context is done (`err().is_some()`): the check for
     /// cooperative cancellation inside CPU-bound loops. A single atomic load.
+    #[inline]
     pub fn is_done(&self) -> bool {
         self.err().is_some()
     }
@@ -321,6 +323,7 @@ impl Context {
     /// When this context will end with [`Error::DeadlineExceeded`]: the
     /// earliest deadline on its chain, if any.
     #[doc(alias = "Deadline")]
+    #[inline]
     pub fn deadline(&self) -> Option<Instant> {
         self.scope()?.deadline
     }
@@ -401,6 +404,7 @@ impl Context {
     }
 
     /// The nearest cancelable context on the chain, this one included.
+    #[inline]
     pub(crate) fn scope(&self) -> Option<&Arc<CancelNode>> {
         match &self.repr {
             Repr::Cancel(node) => Some(node),

@@ -377,6 +377,7 @@ impl CancelNode {
     }
 
     /// `None` while live.
+    #[inline]
     pub(crate) fn err(&self) -> Option<Error> {
         // Acquire: whatever the canceller did before canceling is visible to
         // whoever sees the context done (Go's channel-close guarantee).
@@ -741,6 +742,7 @@ impl Drop for CancelNode {
     }
 }
 
+#[inline]
 fn decode(state: u8) -> Option<Error> {
     if state & DONE_CANCELED != 0 {
         Some(Error::Canceled)
