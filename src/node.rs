@@ -273,37 +273,14 @@ impl CancelNode {
                 .map(|_| {
                     let err = Error::DeadlineExceeded;
                     let cause = deadline_cause.clone();
-                    (
-                        err,
-                        cause.unwrap_or_else(|| Cause::from_error(err)),
-                        End::Deadline,
-                    )
+                    let cause = cause.unwrap_or_else(|| Cause::from_error(err));
+                    (err, cause, End::Deadline)
                 }),
         };
         if let Some((err, cause, how)) = ended {
             return CancelNode::new_done(parent, own, inherited, err, cause, how);
         }
-        let node = Arc::new(CancelNode {
-            parent: parent.clone(),
-            deadline: own.or(inherited),
-            own_deadline: own.is_some(),
-            state: AtomicU8::new(LIVE),
-            slot: AtomicU32::new(NO_SLOT),
-            inner: Mutex::new(Inner {
-                cold: own.and(deadline_cause).map(|cause| {
-                    Box::new(Cold {
-                        cause: Some(cause),
-                        ..Cold::default()
-                    })
-                }),
-                timer: None,
-            }),
-            #[cfg(feature = "registry")]
-            meta: crate::registry::Meta::new(),
-        });
-        observe::created();
-        #[cfg(feature = "registry")]
-        crate::registry::insert(&node);
+        let node = CancelNode::alloc(parent, own, inherited, LIVE, own.and(deadline_cause));
         if let Some(scope) = scope {
             if let Err((err, cause)) = scope.register_node(&node) {
                 // The parent ended since `ended()` looked.
@@ -339,16 +316,32 @@ impl CancelNode {
         how: End,
     ) -> Arc<CancelNode> {
         let plain = cause.is_plain(err);
+        let state = done_bits(err, plain, false);
+        let stored = (!plain).then(|| cause.clone());
+        let node = CancelNode::alloc(parent, own, inherited, state, stored);
+        observe::ended(&node, err, how, &cause);
+        node
+    }
+
+    /// Allocates a node in `state` with `cause` stored (see `Cold::cause`),
+    /// counted and (feature `registry`) registered, not yet in its parent.
+    fn alloc(
+        parent: &Context,
+        own: Option<Instant>,
+        inherited: Option<Instant>,
+        state: u8,
+        cause: Option<Cause>,
+    ) -> Arc<CancelNode> {
         let node = Arc::new(CancelNode {
             parent: parent.clone(),
             deadline: own.or(inherited),
             own_deadline: own.is_some(),
-            state: AtomicU8::new(done_bits(err, plain, false)),
+            state: AtomicU8::new(state),
             slot: AtomicU32::new(NO_SLOT),
             inner: Mutex::new(Inner {
-                cold: (!plain).then(|| {
+                cold: cause.map(|cause| {
                     Box::new(Cold {
-                        cause: Some(cause.clone()),
+                        cause: Some(cause),
                         ..Cold::default()
                     })
                 }),
@@ -360,7 +353,6 @@ impl CancelNode {
         observe::created();
         #[cfg(feature = "registry")]
         crate::registry::insert(&node);
-        observe::ended(&node, err, how, &cause);
         node
     }
 

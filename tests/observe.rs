@@ -23,6 +23,30 @@ fn names_and_counters() {
     );
     drop((ctx, _g));
 
+    // Contexts done at construction count once each, and how they ended.
+    // (Exact, and first: later, the timer thread may still be counting the
+    // deadline it fired after the waiter has seen it.)
+    let before = cancelctx::stats().contexts;
+    std::thread::spawn(|| {
+        let (parent, guard) = Context::background().with_cancel();
+        guard.cancel();
+        for _ in 0..10 {
+            let (child, _g) = parent.with_timeout(Duration::from_secs(60));
+            let (_grandchild, _g) = child.with_cancel();
+        }
+        for _ in 0..5 {
+            let (_ctx, _g) = Context::background().with_timeout(Duration::ZERO);
+        }
+    })
+    .join()
+    .unwrap();
+    let after = cancelctx::stats().contexts;
+    assert_eq!(after.created - before.created, 26);
+    assert_eq!(after.canceled - before.canceled, 1);
+    assert_eq!(after.parent_ended - before.parent_ended, 20);
+    assert_eq!(after.deadline_exceeded - before.deadline_exceeded, 5);
+    assert_eq!(after.not_ended(), before.not_ended());
+
     let before = cancelctx::stats().contexts;
     let (a, ga) = Context::background().with_cancel();
     let (_b, _gb) = a.with_cancel();
@@ -60,26 +84,4 @@ fn names_and_counters() {
     worker.join().unwrap();
     let exited = cancelctx::stats().contexts;
     assert_eq!(exited, running, "a thread's counts outlive it");
-
-    // Contexts done at construction count once each, and how they ended.
-    let before = cancelctx::stats().contexts;
-    std::thread::spawn(|| {
-        let (parent, guard) = Context::background().with_cancel();
-        guard.cancel();
-        for _ in 0..10 {
-            let (child, _g) = parent.with_timeout(Duration::from_secs(60));
-            let (_grandchild, _g) = child.with_cancel();
-        }
-        for _ in 0..5 {
-            let (_ctx, _g) = Context::background().with_timeout(Duration::ZERO);
-        }
-    })
-    .join()
-    .unwrap();
-    let after = cancelctx::stats().contexts;
-    assert_eq!(after.created - before.created, 26);
-    assert_eq!(after.canceled - before.canceled, 1);
-    assert_eq!(after.parent_ended - before.parent_ended, 20);
-    assert_eq!(after.deadline_exceeded - before.deadline_exceeded, 5);
-    assert_eq!(after.not_ended(), before.not_ended());
 }
