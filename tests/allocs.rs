@@ -39,6 +39,29 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Makes this thread block once on a contended `parking_lot` lock, the
+/// locks the crate uses. The first time a thread blocks on one, it sets up
+/// its parking data: two allocations, once per thread. Without this, the
+/// rare measured run in which the timer thread holds a lock this thread
+/// wants counted them against the operation.
+fn park_once() {
+    let lock = std::sync::Arc::new(parking_lot::Mutex::new(()));
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let holder = {
+        let lock = lock.clone();
+        std::thread::spawn(move || {
+            let guard = lock.lock();
+            held_tx.send(()).unwrap();
+            // Long enough that the main thread stops spinning and parks.
+            std::thread::sleep(Duration::from_millis(20));
+            drop(guard);
+        })
+    };
+    held_rx.recv().unwrap();
+    drop(lock.lock());
+    holder.join().unwrap();
+}
+
 /// Average allocations of `op` over many runs, after a warm-up (which
 /// starts the timer thread and grows the slabs once).
 fn allocs_per_op(mut op: impl FnMut()) -> f64 {
@@ -55,6 +78,7 @@ fn allocs_per_op(mut op: impl FnMut()) -> f64 {
 
 #[test]
 fn allocations_per_operation() {
+    park_once();
     let bg = Context::background();
     assert_eq!(allocs_per_op(|| drop(Context::background())), 0.0);
 
