@@ -6,10 +6,13 @@
 //! listener: the text is printed), runs a few contexts to completion in the
 //! three ways a context ends, and prints what a scrape would return.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cancelctx::Context;
 use metrics_exporter_prometheus::PrometheusBuilder;
+
+/// The three requests' deadlines, as the scrape shows them.
+const DEADLINES: &str = "cancelctx_contexts_ended_total{kind=\"deadline\"} 3";
 
 fn main() {
     let handle = PrometheusBuilder::new()
@@ -27,11 +30,19 @@ fn main() {
     shutdown.cancel(); // ends the server and, through it, the in-flight request
 
     cancelctx::stats().record_gauges();
-    let text = handle.render();
+    // The timer thread counts a deadline it fires just after the waiter can
+    // see it: a scrape right now may still miss the last one. Scrape until it
+    // is there (bounded), as the next scrape of a real exporter would.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let mut text = handle.render();
+    while !text.contains(DEADLINES) && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(1));
+        text = handle.render();
+    }
     println!("{text}");
     for metric in [
         "cancelctx_contexts_created_total",
-        "cancelctx_contexts_ended_total{kind=\"deadline\"} 3",
+        DEADLINES,
         "cancelctx_contexts_ended_total{kind=\"explicit\"} 1",
         "cancelctx_contexts_ended_total{kind=\"parent\"} 1",
         "cancelctx_deadline_lateness_seconds",
