@@ -30,9 +30,10 @@ fn main() {
     shutdown.cancel(); // ends the server and, through it, the in-flight request
 
     cancelctx::stats().record_gauges();
-    // The timer thread counts a deadline it fires just after the waiter can
-    // see it: a scrape right now may still miss the last one. Scrape until it
-    // is there (bounded), as the next scrape of a real exporter would.
+    // The metrics hooks run just after a context can be seen done (outside
+    // its lock; for a deadline, on the timer thread): a scrape right now may
+    // still miss the last one. Scrape until it is there (bounded), as the
+    // next scrape of a real exporter would.
     let give_up = Instant::now() + Duration::from_secs(10);
     let mut text = handle.render();
     while !text.contains(DEADLINES) && Instant::now() < give_up {

@@ -37,7 +37,9 @@
 //!
 //! At most one node lock is held at a time, and never together with the
 //! timer's heap lock or a registration's lock: collect under the lock, act
-//! after releasing it. There is no nesting to get wrong.
+//! after releasing it. The one nesting: `mark` counts the end under the
+//! node lock, and a thread's first count registers its counters under the
+//! `observe` registry's lock, which is a leaf (nothing is locked under it).
 
 use std::mem;
 use std::sync::{Arc, Weak};
@@ -319,6 +321,7 @@ impl CancelNode {
         let state = done_bits(err, plain, false);
         let stored = (!plain).then(|| cause.clone());
         let node = CancelNode::alloc(parent, own, inherited, state, stored);
+        observe::count_ended(how);
         observe::ended(&node, err, how, &cause);
         node
     }
@@ -532,9 +535,10 @@ impl CancelNode {
         drop(removed);
     }
 
-    /// Marks the node done, first cause wins (invariants 1 and 2). `None` if
-    /// it already was.
-    fn mark(&self, err: Error, cause: &Cause) -> Option<Drained> {
+    /// Marks the node done, first cause wins (invariants 1 and 2), and counts
+    /// it as ended `how` before publishing the done bits. `None` if it
+    /// already was.
+    fn mark(&self, err: Error, cause: &Cause, how: End) -> Option<Drained> {
         let mut inner = self.inner.lock();
         // Relaxed: the done bits are only written under this lock.
         if self.state.load(Ordering::Relaxed) & DONE != 0 {
@@ -549,8 +553,10 @@ impl CancelNode {
         let has_children = inner.len() > inner.waiters();
         let children = inner.take_children();
         let timer = inner.timer.take();
+        // Before the done bits: whoever sees the node done sees it counted.
+        observe::count_ended(how);
         // Release: pairs with the Acquire in `err` and `ended` (and publishes
-        // `cause`).
+        // `cause` and the count).
         self.state
             .store(done_bits(err, plain, has_children), Ordering::Release);
         drop(inner);
@@ -566,7 +572,7 @@ impl CancelNode {
     /// `true` if this call ended the node (it won), `false` if it already was.
     pub(crate) fn cancel(self: &Arc<Self>, err: Error, cause: Option<Cause>, how: End) -> bool {
         let cause = cause.unwrap_or_else(|| Cause::from_error(err));
-        let Some(drained) = self.mark(err, &cause) else {
+        let Some(drained) = self.mark(err, &cause, how) else {
             self.wait_propagated();
             return false;
         };
@@ -609,7 +615,7 @@ impl CancelNode {
                     let Some(child) = weak.upgrade() else {
                         continue;
                     };
-                    match child.mark(err, &cause) {
+                    match child.mark(err, &cause, End::Parent) {
                         Some(d) => {
                             after.timers.extend(d.timer);
                             stack.push(Frame {

@@ -120,6 +120,12 @@ fn count(pick: impl Fn(&Shard) -> &AtomicU64) {
 }
 
 /// Totals since the process started, from [`stats()`](crate::stats()).
+///
+/// A context's end is counted before it can be seen done: once
+/// [`is_done()`](crate::Context::is_done) is `true` (or `wait_done()` has
+/// returned), a later `stats()` on any thread includes it. (The `metrics`
+/// and `tracing` hooks run just after, outside the context's lock, so a
+/// metrics scrape may trail by a moment.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ContextCounts {
@@ -167,14 +173,23 @@ pub(crate) fn created() {
     metrics::counter!("cancelctx_contexts_created_total").increment(1);
 }
 
-/// `node` ended (it won `mark`): count it and report it.
-#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-pub(crate) fn ended(node: &CancelNode, err: Error, how: End, cause: &Cause) {
+/// A context ended `how`: counted by whoever wins `mark`, before the done
+/// bits are published, so a context seen done is already in [`counts`].
+pub(crate) fn count_ended(how: End) {
     count(|s| match how {
         End::Explicit => &s.explicit,
         End::Deadline => &s.deadline,
         End::Parent => &s.parent,
     });
+}
+
+/// `node` ended (it won `mark`, which counted it): report it to the
+/// `metrics` and `tracing` hooks, with no lock held (they run user code).
+#[cfg_attr(
+    not(any(feature = "tracing", feature = "metrics")),
+    allow(unused_variables)
+)]
+pub(crate) fn ended(node: &CancelNode, err: Error, how: End, cause: &Cause) {
     // Literal labels: the macro then builds a static key (no allocation).
     #[cfg(feature = "metrics")]
     match how {
