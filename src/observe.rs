@@ -185,10 +185,7 @@ pub(crate) fn count_ended(how: End) {
 
 /// `node` ended (it won `mark`, which counted it): report it to the
 /// `metrics` and `tracing` hooks, with no lock held (they run user code).
-#[cfg_attr(
-    not(any(feature = "tracing", feature = "metrics")),
-    allow(unused_variables)
-)]
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn ended(node: &CancelNode, err: Error, how: End, cause: &Cause) {
     // Literal labels: the macro then builds a static key (no allocation).
     #[cfg(feature = "metrics")]
