@@ -34,7 +34,8 @@
 //!   async-io `Timer::at`, async-std `task::sleep`, futures-timer `Delay`;
 //! - the floor: `std::thread::sleep` until the deadline with the thread's
 //!   timer slack at 1 ns (the best a thread can do without spinning), and
-//!   with the default 50 µs slack;
+//!   with the default 50 µs slack; in the CPU-bound condition, a flag set by
+//!   such a sleeping thread (the timer thread's job with nothing else in it);
 //! - Go's `context`, from the program in `benches/go` (built with `go` if it
 //!   is on `PATH`; see `docs/benchmarks.md`).
 //!
@@ -44,7 +45,8 @@
 //! - **saturated**: 2 × cores threads spin for the whole row (Go's rows spin
 //!   2 × GOMAXPROCS goroutines of their own instead);
 //! - **CPU-bound**: every worker of a 2-worker tokio runtime spins on
-//!   `ctx.is_done()` (or on a pinned tokio `Sleep`'s `is_elapsed()`); the
+//!   `ctx.is_done()` (or on a pinned tokio `Sleep`'s `is_elapsed()`, or the
+//!   floor's flag); the
 //!   sample is the time from the deadline until the last spinning worker saw
 //!   it. A spinner gives up [`CAP`] after the deadline; such a sample is
 //!   reported as capped (`>=50000`).
@@ -138,6 +140,8 @@ const GO_DONE: &str = "Go <-ctx.Done()";
 const GO_BUSY: &str = "Go <-ctx.Done(), 2 x GOMAXPROCS busy goroutines";
 const SPIN_IS_DONE: &str = "cancelctx is_done() seen by 2 spinning tokio workers";
 const SPIN_TOKIO: &str = "tokio Sleep::is_elapsed() seen by 2 spinning tokio workers";
+const SPIN_FLOOR: &str =
+    "floor: a flag set by a sleeping thread (1 ns slack), seen by 2 spinning tokio workers";
 
 /// The waiters measured in the idle and the saturated condition.
 const WAITERS: &[(&str, Measure)] = &[
@@ -235,6 +239,11 @@ fn rows() -> Vec<Row> {
         name: "cancelctx is_done() seen by 2 spinning tokio workers, SCHED_FIFO global timer",
         condition: Condition::CpuBound,
         measure: |p| realtime::run("spin_is_done", p),
+    });
+    rows.push(Row {
+        name: SPIN_FLOOR,
+        condition: Condition::CpuBound,
+        measure: waiters::spin_floor,
     });
     rows.push(Row {
         name: SPIN_TOKIO,

@@ -71,14 +71,19 @@ pub(crate) fn wait_done(timeout: Duration) -> f64 {
 
 pub(crate) fn thread_sleep(timeout: Duration) -> f64 {
     let deadline = Instant::now() + timeout;
+    sleep_until(deadline);
+    lateness_us(deadline)
+}
+
+/// `thread::sleep` until `deadline` (never early).
+fn sleep_until(deadline: Instant) {
     loop {
         let now = Instant::now();
         if now >= deadline {
-            break;
+            return;
         }
         thread::sleep(deadline - now);
     }
-    lateness_us(deadline)
 }
 
 /// Sets the calling thread's timer slack to 1 ns without `unsafe`: writes
@@ -374,6 +379,52 @@ pub(crate) fn spin_is_done(plan: &Plan) -> Result<Vec<f64>, String> {
             }
         })
     })
+}
+
+/// The condition's floor: the timer thread's job done by a bare thread. A
+/// long-lived thread with a 1 ns timer slack (as the timer thread has) waits
+/// for each sample's deadline on a channel, sleeps until it and sets a flag
+/// the workers spin on. Nothing can make `is_done()` flip sooner without
+/// spinning a thread of its own: the flip waits for a sleeping thread to
+/// preempt a spinning worker.
+pub(crate) fn spin_floor(plan: &Plan) -> Result<Vec<f64>, String> {
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Arc<AtomicBool>)>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let sleeper = thread::Builder::new()
+        .name("latency-floor-sleeper".to_owned())
+        .spawn(move || {
+            let _ = ready_tx.send(minimize_own_timer_slack());
+            for (deadline, flag) in rx {
+                sleep_until(deadline);
+                flag.store(true, Ordering::Release);
+            }
+        })
+        .map_err(|e| format!("spawn the sleeper: {e}"))?;
+    ready_rx
+        .recv()
+        .map_err(|_| "the sleeper exited".to_owned())??;
+    let out = spin_row(plan, false, |rt, timeout, late_starts| {
+        let publish = || {
+            let deadline = Instant::now() + timeout;
+            let flag = Arc::new(AtomicBool::new(false));
+            let _ = tx.send((deadline, Arc::clone(&flag)));
+            (deadline, flag)
+        };
+        spin_sample(
+            rt,
+            publish,
+            |meet: Arc<Rendezvous<(Instant, Arc<AtomicBool>)>>| {
+                let late_starts = Arc::clone(late_starts);
+                async move {
+                    let (deadline, flag) = meet.arrive().await;
+                    spin_until(*deadline, &late_starts, || flag.load(Ordering::Acquire))
+                }
+            },
+        )
+    });
+    drop(tx);
+    let _ = sleeper.join();
+    out
 }
 
 /// tokio: each worker spins on `is_elapsed()` of its own pinned `Sleep`,
