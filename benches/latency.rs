@@ -142,6 +142,8 @@ const SPIN_IS_DONE: &str = "cancelctx is_done() seen by 2 spinning tokio workers
 const SPIN_TOKIO: &str = "tokio Sleep::is_elapsed() seen by 2 spinning tokio workers";
 const SPIN_FLOOR: &str =
     "floor: a flag set by a sleeping thread (1 ns slack), seen by 2 spinning tokio workers";
+const SPIN_CLOCK: &str =
+    "floor: 2 spinning tokio workers reading the clock (nothing wakes at the deadline)";
 
 /// The waiters measured in the idle and the saturated condition.
 const WAITERS: &[(&str, Measure)] = &[
@@ -244,6 +246,11 @@ fn rows() -> Vec<Row> {
         name: SPIN_FLOOR,
         condition: Condition::CpuBound,
         measure: waiters::spin_floor,
+    });
+    rows.push(Row {
+        name: SPIN_CLOCK,
+        condition: Condition::CpuBound,
+        measure: waiters::spin_clock,
     });
     rows.push(Row {
         name: SPIN_TOKIO,

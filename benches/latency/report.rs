@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{
-    CAP, Condition, FLOOR, GO_BUSY, GO_DONE, SPIN_FLOOR, SPIN_IS_DONE, SPIN_TOKIO, TOKIO_SLEEP,
-    WAIT_DONE,
+    CAP, Condition, FLOOR, GO_BUSY, GO_DONE, SPIN_CLOCK, SPIN_FLOOR, SPIN_IS_DONE, SPIN_TOKIO,
+    TOKIO_SLEEP, WAIT_DONE,
 };
 
 /// One measured row: sorted samples in µs (`INFINITY` = capped).
@@ -175,11 +175,28 @@ pub(crate) fn print_goals(rows: &[Measured]) {
     }
     if let Some(s) = find(rows, CpuBound, SPIN_IS_DONE) {
         let p99 = s.pct(99.0);
-        // This condition's own floor if it ran, else the idle one.
-        let floor = find(rows, CpuBound, SPIN_FLOOR).map_or_else(
-            || floor_says(99.0),
-            |f| format!("; this condition's floor {} µs", cell(f.pct(99.0))),
-        );
+        // This condition's own floors if they ran, else the idle one.
+        let floor = match (
+            find(rows, CpuBound, SPIN_FLOOR),
+            find(rows, CpuBound, SPIN_CLOCK),
+        ) {
+            (None, None) => floor_says(99.0),
+            (flag, clock) => {
+                let mut says = String::from("; this condition's floors:");
+                if let Some(f) = flag {
+                    let _ = write!(says, " a sleeping thread's flag {} µs", cell(f.pct(99.0)));
+                }
+                if let Some(c) = clock {
+                    let sep = if flag.is_some() { "," } else { "" };
+                    let _ = write!(
+                        says,
+                        "{sep} the workers' own clock {} µs",
+                        cell(c.pct(99.0))
+                    );
+                }
+                says
+            }
+        };
         println!(
             "  CPU-bound: a spinning worker sees is_done() {} µs after the deadline at p99 \
              (goal <= 100 µs{floor}): {}",

@@ -7,14 +7,13 @@
 //! lateness by as much).
 
 use std::future::Future;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cancelctx::Context;
 use cancelctx::timer::Timer;
+use cancelctx::{CancelGuard, Context};
 
 use super::CAP;
 
@@ -273,18 +272,28 @@ fn spin_until(deadline: Instant, late_starts: &AtomicUsize, mut seen: impl FnMut
     }
 }
 
-/// Where the spinners of one sample meet: each announces itself and spins
-/// until the sample's context (or deadline) is published, which happens only
-/// once every spinner is running, so every worker is busy before the clock
-/// starts.
+/// Where the spinners of one sample meet: each announces itself, the last
+/// to arrive publishes the sample's context (or deadline), and all spin until
+/// it is there. So every worker is busy before the clock starts, and no
+/// third thread is running then: the thread that drives the sample is
+/// already blocked waiting for the spinners' results.
 struct Rendezvous<T> {
     ready: AtomicUsize,
+    publish: Mutex<Option<Publish<T>>>,
     value: OnceLock<T>,
 }
 
+/// Makes what a sample's spinners spin on.
+type Publish<T> = Box<dyn FnOnce() -> T + Send>;
+
 impl<T> Rendezvous<T> {
     async fn arrive(&self) -> &T {
-        self.ready.fetch_add(1, Ordering::AcqRel);
+        if self.ready.fetch_add(1, Ordering::AcqRel) + 1 == SPINNERS {
+            let publish = self.publish.lock().ok().and_then(|mut p| p.take());
+            if let Some(publish) = publish {
+                let _ = self.value.set(publish());
+            }
+        }
         let mut spins = 0u32;
         loop {
             if let Some(v) = self.value.get() {
@@ -306,11 +315,12 @@ impl<T> Rendezvous<T> {
     }
 }
 
-/// One sample: [`SPINNERS`] tasks start spinning; once all run, `publish`
-/// creates what they spin on; the worst lateness among them.
+/// One sample: [`SPINNERS`] tasks start spinning; the last of them to run
+/// calls `publish`, which creates what they spin on; the worst lateness
+/// among them.
 fn spin_sample<T, F>(
     rt: &tokio::runtime::Runtime,
-    publish: impl FnOnce() -> T,
+    publish: impl FnOnce() -> T + Send + 'static,
     spinner: impl Fn(Arc<Rendezvous<T>>) -> F,
 ) -> Result<f64, String>
 where
@@ -319,16 +329,13 @@ where
 {
     let meet = Arc::new(Rendezvous {
         ready: AtomicUsize::new(0),
+        publish: Mutex::new(Some(Box::new(publish))),
         value: OnceLock::new(),
     });
-    let handles: Vec<_> = (0..SPINNERS)
-        .map(|_| rt.spawn(spinner(Arc::clone(&meet))))
-        .collect();
-    while meet.ready.load(Ordering::Acquire) < SPINNERS {
-        thread::yield_now();
-    }
-    let _ = meet.value.set(publish());
     rt.block_on(async {
+        let handles: Vec<_> = (0..SPINNERS)
+            .map(|_| tokio::spawn(spinner(Arc::clone(&meet))))
+            .collect();
         let mut worst = 0.0f64;
         for h in handles {
             worst = worst.max(h.await.map_err(|e| format!("spinner: {e}"))?);
@@ -364,20 +371,19 @@ fn spin_row(
 /// driver).
 pub(crate) fn spin_is_done(plan: &Plan) -> Result<Vec<f64>, String> {
     spin_row(plan, false, |rt, timeout, late_starts| {
-        let mut guard = None;
-        let publish = || {
-            let (ctx, g) = Context::background().with_timeout(timeout);
-            guard = Some(g);
-            ctx
-        };
-        spin_sample(rt, publish, |meet: Arc<Rendezvous<Context>>| {
-            let late_starts = Arc::clone(late_starts);
-            async move {
-                let ctx = meet.arrive().await;
-                let deadline = ctx.deadline().expect("with_timeout sets a deadline");
-                spin_until(deadline, &late_starts, || ctx.is_done())
-            }
-        })
+        let publish = move || Context::background().with_timeout(timeout);
+        spin_sample(
+            rt,
+            publish,
+            |meet: Arc<Rendezvous<(Context, CancelGuard)>>| {
+                let late_starts = Arc::clone(late_starts);
+                async move {
+                    let (ctx, _guard) = meet.arrive().await;
+                    let deadline = ctx.deadline().expect("with_timeout sets a deadline");
+                    spin_until(deadline, &late_starts, || ctx.is_done())
+                }
+            },
+        )
     })
 }
 
@@ -404,7 +410,8 @@ pub(crate) fn spin_floor(plan: &Plan) -> Result<Vec<f64>, String> {
         .recv()
         .map_err(|_| "the sleeper exited".to_owned())??;
     let out = spin_row(plan, false, |rt, timeout, late_starts| {
-        let publish = || {
+        let tx = tx.clone();
+        let publish = move || {
             let deadline = Instant::now() + timeout;
             let flag = Arc::new(AtomicBool::new(false));
             let _ = tx.send((deadline, Arc::clone(&flag)));
@@ -427,18 +434,47 @@ pub(crate) fn spin_floor(plan: &Plan) -> Result<Vec<f64>, String> {
     out
 }
 
-/// tokio: each worker spins on `is_elapsed()` of its own pinned `Sleep`,
-/// polled once first so that it is registered with the time driver.
+/// The condition's lowest floor: each worker reads the clock itself, and no
+/// thread sleeps toward the deadline, so nothing wakes at it to take a
+/// worker's CPU. What is left is what the machine does to a spinning thread
+/// (interrupts, the host's own work). A design in which anything wakes at
+/// the deadline, a timer thread included, can only add to it.
+pub(crate) fn spin_clock(plan: &Plan) -> Result<Vec<f64>, String> {
+    spin_on_deadline(plan, false, |deadline| async move {
+        move || Instant::now() >= deadline
+    })
+}
+
+/// tokio: each worker spins on `is_elapsed()` of its own `Sleep`, polled
+/// once first so that it is registered with the time driver.
 pub(crate) fn spin_tokio_is_elapsed(plan: &Plan) -> Result<Vec<f64>, String> {
-    spin_row(plan, true, |rt, timeout, late_starts| {
-        let publish = || Instant::now() + timeout;
+    spin_on_deadline(plan, true, |deadline| async move {
+        let mut sleep = Box::pin(tokio::time::sleep_until(deadline.into()));
+        let _ = futures::poll!(sleep.as_mut());
+        move || sleep.is_elapsed()
+    })
+}
+
+/// A CPU-bound row whose spinners get only the deadline: `check` makes, on
+/// the spinner's worker, what it spins on.
+fn spin_on_deadline<C, F>(
+    plan: &Plan,
+    time_driver: bool,
+    check: impl Fn(Instant) -> C + Clone + Send + 'static,
+) -> Result<Vec<f64>, String>
+where
+    C: Future<Output = F> + Send,
+    F: FnMut() -> bool + Send,
+{
+    spin_row(plan, time_driver, |rt, timeout, late_starts| {
+        let publish = move || Instant::now() + timeout;
         spin_sample(rt, publish, |meet: Arc<Rendezvous<Instant>>| {
             let late_starts = Arc::clone(late_starts);
+            let check = check.clone();
             async move {
                 let deadline = *meet.arrive().await;
-                let mut sleep = pin!(tokio::time::sleep_until(deadline.into()));
-                let _ = futures::poll!(sleep.as_mut());
-                spin_until(deadline, &late_starts, || sleep.is_elapsed())
+                let seen = check(deadline).await;
+                spin_until(deadline, &late_starts, seen)
             }
         })
     })
