@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use cancelctx_timer::Timer;
 
 use crate::error::{Cause, Error};
+use crate::expiry;
 use crate::guard::CancelGuard;
 use crate::link::{self, DynLink, LinkKind, TypeBits};
 use crate::node::{self, CancelNode};
@@ -288,11 +289,17 @@ impl Context {
     /// Why this context is done: `None` while it is live, then
     /// [`Error::Canceled`] or [`Error::DeadlineExceeded`] forever after.
     ///
-    /// A single atomic load; never allocates.
+    /// An atomic load; never allocates. On a live context with a deadline,
+    /// the calling thread also reads the clock once every 16 such checks
+    /// and, if the deadline has passed, ends the context itself rather than
+    /// wait for the timer thread (which may not have a CPU yet): a loop that
+    /// polls `err()` or [`is_done`](Context::is_done) sees its deadline
+    /// within a few checks of it, even when every core is busy. Never
+    /// before the deadline. See [the crate docs](crate#when-a-deadline-is-seen).
     #[doc(alias = "Err")]
     #[inline]
     pub fn err(&self) -> Option<Error> {
-        self.scope()?.err()
+        expiry::observe(self.scope()?)
     }
 
     /// The cause this context ended with: `None` while live; the cause given
@@ -310,11 +317,15 @@ impl Context {
     /// ```
     #[doc(alias = "Cause")]
     pub fn cause(&self) -> Option<Cause> {
-        self.scope()?.cause()
+        let node = self.scope()?;
+        expiry::observe(node)?;
+        node.cause()
     }
 
     /// Whether this context is done (`err().is_some()`): the check for
-    /// cooperative cancellation inside CPU-bound loops. A single atomic load.
+    /// cooperative cancellation inside CPU-bound loops. An atomic load, plus
+    /// a clock read every 16 checks of a live context with a deadline (see
+    /// [`err`](Context::err)).
     #[inline]
     pub fn is_done(&self) -> bool {
         self.err().is_some()
@@ -329,7 +340,9 @@ impl Context {
     }
 
     /// Time left until [`deadline`](Context::deadline): `None` without a
-    /// deadline, `Some(Duration::ZERO)` once it has passed.
+    /// deadline, `Some(Duration::ZERO)` once it has passed (and then the
+    /// context is done: a caller that finds the deadline passed ends the
+    /// context if the timer thread has not yet).
     ///
     /// ```
     /// use std::time::Duration;
@@ -340,8 +353,11 @@ impl Context {
     /// assert!(ctx.remaining().unwrap() <= Duration::from_secs(60));
     /// ```
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        let node = self.scope()?;
+        let deadline = node.deadline?;
+        let now = Instant::now();
+        expiry::expire_if_passed(node, now);
+        Some(deadline.saturating_duration_since(now))
     }
 
     /// The nearest value of type `T` on this context's chain.

@@ -17,6 +17,7 @@ use futures_core::future::FusedFuture;
 
 use crate::context::Context;
 use crate::error::Error;
+use crate::expiry::{self, park_toward};
 use crate::node::CancelNode;
 use crate::sync;
 
@@ -95,10 +96,12 @@ impl Future for Done {
         let poll = match &mut self.state {
             DoneState::Never => return Poll::Pending,
             DoneState::Ended(err) => Poll::Ready(*err),
-            DoneState::Waiting(waiter) => match waiter.poll(cx.waker()) {
-                Some(err) => Poll::Ready(err),
-                None => Poll::Pending,
-            },
+            DoneState::Waiting(waiter) => {
+                match expiry::observe(&waiter.node).or_else(|| waiter.poll(cx.waker())) {
+                    Some(err) => Poll::Ready(err),
+                    None => Poll::Pending,
+                }
+            }
         };
         if poll.is_ready() {
             self.terminated = true;
@@ -140,7 +143,7 @@ impl Context {
     pub fn done(&self) -> Done {
         let state = match self.scope() {
             None => DoneState::Never,
-            Some(node) => match node.err() {
+            Some(node) => match expiry::observe(node) {
                 Some(err) => DoneState::Ended(err),
                 None => DoneState::Waiting(Waiter::new(node)),
             },
@@ -250,23 +253,6 @@ impl Context {
             }
         }
     }
-}
-
-/// One park of a thread waiting on `node`, whose deadline is `at`: until a
-/// wake-up or `at` (callers pass an `at` before their own limit). A
-/// thread that wakes at `at` and finds the context not yet done fires the
-/// deadline itself ([`CancelNode::expire`]) rather than wait for the timer
-/// thread: one wake-up instead of two when the machine is saturated.
-/// Returns the deadline to keep parking toward (`None` once it has passed,
-/// so a context that still is not done is waited for untimed).
-fn park_toward(node: &Arc<CancelNode>, at: Instant) -> Option<Instant> {
-    let now = Instant::now();
-    if now >= at {
-        node.expire(now);
-        return None;
-    }
-    sync::park_timeout(at - now);
-    Some(at)
 }
 
 /// Parks until `deadline` (never early, spurious wake-ups absorbed).

@@ -58,6 +58,33 @@
 //! assert_eq!(futures::executor::block_on(ctx.done()), Error::Canceled);
 //! ```
 //!
+//! # When a deadline is seen
+//!
+//! The timer thread ends each context whose deadline passes as soon as it
+//! gets a CPU. Threads that are already running at the deadline do not wait
+//! for it:
+//!
+//! - a thread blocked in [`wait_done`](Context::wait_done) (or
+//!   `wait_done_timeout`, `wait_done_deadline`, `sleep_blocking`) wakes at
+//!   the deadline by itself, and ends the context if the timer thread has
+//!   not yet;
+//! - a thread that checks a live context with a deadline
+//!   ([`err`](Context::err), [`is_done`](Context::is_done),
+//!   [`cause`](Context::cause), [`remaining`](Context::remaining), or a poll
+//!   of [`done`](Context::done)) reads the clock once every 16 such checks,
+//!   and does the same if the deadline has passed. A CPU-bound loop that
+//!   checks `is_done()` sees its deadline within 16 iterations, even when
+//!   every core is busy and the timer thread cannot run.
+//!
+//! Either way the context ends exactly as if the timer had fired it
+//! (`DeadlineExceeded`, the deadline's cause, its children, its
+//! `after_func` callbacks), never before the deadline, and the first end
+//! wins. Ending it does, on that thread, what any cancel does: it wakes the
+//! context's waiters and drops the contexts the cancel released (with their
+//! values); `after_func` callbacks still run on the callback pool. So a
+//! check may run a waker or a value's `Drop`, as
+//! [`CancelGuard::cancel`] may.
+//!
 //! # Implementation
 //!
 //! - **Timer thread.** One thread, `cancelctx-timer`, started on the first
@@ -113,6 +140,7 @@ mod after_func;
 mod context;
 mod done;
 mod error;
+mod expiry;
 mod group;
 mod guard;
 mod link;

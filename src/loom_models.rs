@@ -99,6 +99,42 @@ fn loom_models_fire_vs_cancel_vs_drop() {
     });
 }
 
+/// An observer that read the clock past the deadline (`expiry.rs`) vs the
+/// timer firing the same deadline vs a guard's cancel: one end, the first;
+/// the child is done with the same error; the entry leaves the heap; every
+/// path returns only once the subtree is done.
+#[test]
+fn loom_models_observer_expiry_vs_fire_vs_cancel() {
+    model(|| {
+        let timer = cancelctx_timer::Timer::manual();
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let (ctx, guard) = Context::background().with_deadline_on(deadline, &timer);
+        let (child, _gc) = ctx.with_cancel();
+        let t = timer.clone();
+        let firer = thread::spawn(move || {
+            t.fire_due(deadline + Duration::from_secs(1));
+        });
+        let c = child.clone();
+        let observer = thread::spawn(move || {
+            // What a check does once its clock read finds the deadline passed.
+            c.scope().unwrap().expire(deadline + Duration::from_secs(1));
+            assert!(c.is_done());
+        });
+        guard.cancel();
+        assert!(child.is_done());
+        firer.join().unwrap();
+        observer.join().unwrap();
+        let err = ctx.err();
+        assert!(matches!(
+            err,
+            Some(Error::Canceled | Error::DeadlineExceeded)
+        ));
+        assert_eq!(child.err(), err);
+        assert_eq!(timer.stats().armed, 0);
+        assert_eq!(ctx.child_count(), 0);
+    });
+}
+
 /// A context dropped (unobservable) while its deadline fires: the entry
 /// leaves the heap either way.
 #[test]

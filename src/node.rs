@@ -32,6 +32,10 @@
 //!    deferred to [`Aftermath::finish`], after the walk and with no lock held.
 //!    A thread waiting in (4) therefore waits for a walk that cannot block on
 //!    it, and the waits only point down the tree: no deadlock.
+//! 6. A deadline ends its node only through [`Alarm::fire`] → `cancel`,
+//!    called by the timer thread or by a thread whose own fresh clock reading
+//!    is at or past it (`expiry.rs`). Nothing ends early, and racing fires
+//!    are concurrent cancels: the first wins.
 //!
 //! # Lock order
 //!
@@ -679,7 +683,7 @@ impl Alarm for CancelNode {
         // node ends meanwhile, the first cause wins anyway.
         let cause = self.inner.lock().cause();
         // Lateness counts once, for whoever fired the deadline: the timer
-        // thread or a waiter (`expire`).
+        // thread, a waiter or an observer (`expiry.rs`).
         if self.cancel(Error::DeadlineExceeded, cause, End::Deadline) {
             if let Some(deadline) = self.deadline {
                 observe::deadline_fired(now.saturating_duration_since(deadline));
@@ -689,26 +693,6 @@ impl Alarm for CancelNode {
 }
 
 impl CancelNode {
-    /// Fires the deadline this node has at `now`, whether its own or an
-    /// ancestor's, if it has passed: what a blocked waiter does when it wakes
-    /// at the deadline by itself and finds the timer thread has not fired yet
-    /// (on a saturated machine it may not have had the CPU). The first
-    /// cancel wins, so racing the timer is harmless, and `cancel` returns
-    /// only once this node is done (invariant 4).
-    pub(crate) fn expire(self: &Arc<Self>, now: Instant) {
-        let mut node = self.clone();
-        loop {
-            if node.own_deadline && node.deadline.is_some_and(|d| d <= now) {
-                Alarm::fire(node);
-                return;
-            }
-            node = match node.parent.scope() {
-                Some(parent) => parent.clone(),
-                None => return,
-            };
-        }
-    }
-
     /// Nobody can observe the node any more: give up its place in the
     /// parent's slab and its timer entry at once (invariant 3). Idempotent.
     fn release(&self) {

@@ -1,16 +1,25 @@
-//! A blocked waiter sees its deadline even when the timer thread cannot run.
+//! Deadlines are seen even when the timer thread cannot run: a blocked
+//! waiter, and a thread that checks its context, fire them themselves.
 //!
 //! One test on purpose: it blocks the global timer thread, which would delay
 //! every other test's deadlines in the same process.
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::mpsc;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use cancelctx::timer::Timer;
 use cancelctx::{Cause, Context, Error};
 
+/// How long a check may take to see a deadline the timer thread cannot fire:
+/// generous, for a loaded machine. Without self-expiry it would never come.
+const PATIENCE: Duration = Duration::from_secs(10);
+
 #[test]
-fn blocking_waiters_fire_their_deadline_when_the_timer_thread_is_stuck() {
+fn deadlines_fire_when_the_timer_thread_is_stuck() {
     // Occupy the timer thread until released: from here on, only waiters can
     // fire deadlines.
     let (release, blocked) = mpsc::channel::<()>();
@@ -23,6 +32,13 @@ fn blocking_waiters_fire_their_deadline_when_the_timer_thread_is_stuck() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the timer thread took the blocker");
 
+    blocking_waiters_fire_their_deadline();
+    observers_fire_their_deadline();
+
+    release.send(()).unwrap();
+}
+
+fn blocking_waiters_fire_their_deadline() {
     // Its own deadline, with a cause.
     let (ctx, _g) =
         Context::background().with_timeout_cause(Duration::from_millis(5), Cause::msg("slow"));
@@ -59,6 +75,108 @@ fn blocking_waiters_fire_their_deadline_when_the_timer_thread_is_stuck() {
         ctx.sleep_blocking(Duration::from_secs(10)),
         Err(Error::DeadlineExceeded)
     );
+}
 
-    release.send(()).unwrap();
+/// Sleeps past `ctx`'s deadline and checks that nobody has fired it yet
+/// (`wait_done_timeout(ZERO)` looks without reading the clock).
+fn sleep_past_deadline(ctx: &Context) {
+    let deadline = ctx.deadline().unwrap();
+    while Instant::now() <= deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        ctx.wait_done_timeout(Duration::ZERO),
+        None,
+        "fired while the timer thread was stuck, before any check"
+    );
+}
+
+fn observers_fire_their_deadline() {
+    // A loop polling `is_done()`: it sees the deadline, not before, with
+    // the cause, and `after_func` callbacks run.
+    let (ctx, _g) =
+        Context::background().with_timeout_cause(Duration::from_millis(5), Cause::msg("spun"));
+    let deadline = ctx.deadline().unwrap();
+    let (ran, callback_ran) = mpsc::channel();
+    let _reg = ctx.after_func(move || ran.send(()).unwrap());
+    let start = Instant::now();
+    while !ctx.is_done() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "is_done() never saw its deadline"
+        );
+        std::hint::spin_loop();
+    }
+    assert!(Instant::now() >= deadline, "is_done() flipped early");
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(ctx.cause().unwrap().to_string(), "spun");
+    // (On the callback pool, not on this thread.)
+    assert_eq!(
+        callback_ran.recv_timeout(PATIENCE),
+        Ok(()),
+        "after_func did not run"
+    );
+
+    // At most 16 checks (one clock read each 16 per thread) once it passed;
+    // an inherited deadline fires the ancestor that owns it, with its cause.
+    let (parent, _gp) =
+        Context::background().with_timeout_cause(Duration::from_millis(5), Cause::msg("parent"));
+    let (child, _gc) = parent.with_value(1u8).with_cancel();
+    let (sibling, _gs) = parent.with_cancel();
+    sleep_past_deadline(&child);
+    let checks = (1..=16).find(|_| child.is_done());
+    assert!(checks.is_some(), "16 checks after the deadline, still live");
+    assert_eq!(child.cause().unwrap().to_string(), "parent");
+    assert_eq!(parent.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(
+        sibling.wait_done_timeout(Duration::ZERO),
+        Some(Error::DeadlineExceeded)
+    );
+
+    // `cause()` alone.
+    let (ctx, _g) =
+        Context::background().with_timeout_cause(Duration::from_millis(5), Cause::msg("asked"));
+    sleep_past_deadline(&ctx);
+    let cause = (1..=16).find_map(|_| ctx.cause());
+    assert_eq!(cause.map(|c| c.to_string()).as_deref(), Some("asked"));
+
+    // `remaining()` at zero means done, on the first call.
+    let (ctx, _g) = Context::background().with_timeout(Duration::from_millis(5));
+    sleep_past_deadline(&ctx);
+    assert_eq!(ctx.remaining(), Some(Duration::ZERO));
+    assert_eq!(
+        ctx.wait_done_timeout(Duration::ZERO),
+        Some(Error::DeadlineExceeded)
+    );
+
+    // A `Done` future polled again and again (as in a busy `select!` loop).
+    let (ctx, _g) = Context::background().with_timeout(Duration::from_millis(5));
+    let mut done = pin!(ctx.done());
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    assert_eq!(done.as_mut().poll(&mut cx), Poll::Pending);
+    sleep_past_deadline(&ctx);
+    let polled = (1..=16).find_map(|_| match done.as_mut().poll(&mut cx) {
+        Poll::Ready(err) => Some(err),
+        Poll::Pending => None,
+    });
+    assert_eq!(polled, Some(Error::DeadlineExceeded));
+
+    // Two threads spinning on one context: one fires, both see it.
+    let (ctx, _g) = Context::background().with_timeout(Duration::from_millis(5));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let ctx = ctx.clone();
+            thread::spawn(move || {
+                let start = Instant::now();
+                while !ctx.is_done() {
+                    assert!(start.elapsed() < PATIENCE, "a spinner never saw it");
+                    std::hint::spin_loop();
+                }
+                ctx.err()
+            })
+        })
+        .collect();
+    for s in spinners {
+        assert_eq!(s.join().unwrap(), Some(Error::DeadlineExceeded));
+    }
 }

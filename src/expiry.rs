@@ -1,0 +1,150 @@
+//! Deadlines fired by the threads that see them pass.
+//!
+//! The timer thread fires every deadline (`Alarm::fire` in `node.rs`), but
+//! only once it gets a CPU, and on a machine whose cores are all busy that
+//! can wait for the kernel's next tick, milliseconds late. Two kinds of
+//! thread are running at the deadline in exactly that case, and each fires
+//! it itself instead of waiting:
+//!
+//! - a thread blocked in `wait_done` wakes at the deadline by its own timed
+//!   park ([`park_toward`]);
+//! - a thread that checks a context ([`Context::err`](crate::Context::err),
+//!   `is_done`, `cause`, `remaining`, a `Done` poll) reads the clock now and
+//!   then ([`observe`]): a worker spinning on `is_done()` sees its deadline
+//!   within nanoseconds of it, whether or not the timer thread has run.
+//!
+//! Firing from any of these threads is the same act as the timer's
+//! ([`CancelNode::expire`] → `Alarm::fire` → `cancel`): the first cancel
+//! wins, so racing the timer thread, a guard or another observer is
+//! harmless. Nothing here fires early: each fires only a deadline at or
+//! before a fresh `Instant::now()`.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cancelctx_timer::Alarm;
+
+use crate::error::Error;
+use crate::node::CancelNode;
+use crate::sync;
+
+/// How many checks of live contexts with a deadline a thread makes per clock
+/// read. A clock read (`Instant::now()`, ~25 ns here) on every check would
+/// make `is_done()` ten times dearer; one read every 16 checks adds ~1.5 ns
+/// to each and still finds a passed deadline within 16 checks of a loop
+/// that polls it. The count is per thread and shared by every context the
+/// thread checks; a context checked rarely is fired by the timer thread as
+/// before.
+const CHECKS_PER_CLOCK_READ: u32 = 16;
+
+thread_local! {
+    /// Checks left on this thread until the next clock read.
+    static CHECKS_LEFT: Cell<u32> = const { Cell::new(0) };
+}
+
+/// `node.err()` for a caller that observes the context: also fires the
+/// node's deadline (its own or an ancestor's) if a clock read, taken once
+/// every [`CHECKS_PER_CLOCK_READ`] checks on this thread, finds it passed.
+#[inline]
+pub(crate) fn observe(node: &Arc<CancelNode>) -> Option<Error> {
+    let err = node.err();
+    if err.is_none() && node.deadline.is_some() && clock_read_due() {
+        return check_clock(node);
+    }
+    err
+}
+
+/// Counts one check; `true` every [`CHECKS_PER_CLOCK_READ`]th (and on a
+/// thread's first).
+#[inline]
+fn clock_read_due() -> bool {
+    CHECKS_LEFT
+        .try_with(|left| match left.get() {
+            0 => {
+                left.set(CHECKS_PER_CLOCK_READ - 1);
+                true
+            }
+            n => {
+                left.set(n - 1);
+                false
+            }
+        })
+        // Only while the thread's locals are being torn down.
+        .unwrap_or(true)
+}
+
+#[cold]
+#[inline(never)]
+fn check_clock(node: &Arc<CancelNode>) -> Option<Error> {
+    expire_if_passed(node, Instant::now());
+    node.err()
+}
+
+/// Fires `node`'s deadline if it is live and the deadline is at or before
+/// `now` (a clock reading the caller has just taken).
+pub(crate) fn expire_if_passed(node: &Arc<CancelNode>, now: Instant) {
+    if node.deadline.is_some_and(|at| at <= now) && node.err().is_none() {
+        node.expire(now);
+    }
+}
+
+/// One park of a thread waiting on `node`, whose deadline is `at`: until a
+/// wake-up or `at` (callers pass an `at` before their own limit). A
+/// thread that wakes at `at` and finds the context not yet done fires the
+/// deadline itself rather than wait for the timer thread: one wake-up
+/// instead of two when the machine is saturated.
+/// Returns the deadline to keep parking toward (`None` once it has passed,
+/// so a context that still is not done is waited for untimed).
+pub(crate) fn park_toward(node: &Arc<CancelNode>, at: Instant) -> Option<Instant> {
+    let now = Instant::now();
+    if now >= at {
+        node.expire(now);
+        return None;
+    }
+    sync::park_timeout(at - now);
+    Some(at)
+}
+
+impl CancelNode {
+    /// Fires the deadline this node has at `now`, whether its own or an
+    /// ancestor's, if it has passed. The first cancel wins, so racing the
+    /// timer is harmless, and `cancel` returns only once this node is done
+    /// (invariant 4 of `node.rs`). Walks up the chain iteratively.
+    pub(crate) fn expire(self: &Arc<Self>, now: Instant) {
+        let mut node = self.clone();
+        loop {
+            if node.own_deadline && node.deadline.is_some_and(|d| d <= now) {
+                Alarm::fire(node);
+                return;
+            }
+            node = match node.parent.scope() {
+                Some(parent) => parent.clone(),
+                None => return,
+            };
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_clock_read_per_sixteen_checks() {
+        // A fresh thread: its first check reads the clock.
+        std::thread::spawn(|| {
+            let due: Vec<bool> = (0..4 * CHECKS_PER_CLOCK_READ)
+                .map(|_| clock_read_due())
+                .collect();
+            let reads: Vec<usize> = due
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &d)| d.then_some(i))
+                .collect();
+            assert_eq!(reads, [0, 16, 32, 48]);
+        })
+        .join()
+        .unwrap();
+    }
+}
