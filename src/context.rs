@@ -509,11 +509,18 @@ impl fmt::Display for Context {
 }
 
 impl fmt::Debug for Context {
+    /// Reads the state as it is: unlike [`err`](Context::err) and
+    /// [`remaining`](Context::remaining), formatting never ends a context
+    /// whose deadline has passed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let now = Instant::now();
         f.debug_struct("Context")
             .field("name", &format_args!("{self}"))
-            .field("err", &self.err())
-            .field("remaining", &self.remaining())
+            .field("err", &self.scope().and_then(|node| node.err()))
+            .field(
+                "remaining",
+                &self.deadline().map(|d| d.saturating_duration_since(now)),
+            )
             .field("child_count", &self.child_count())
             .finish()
     }
