@@ -11,7 +11,10 @@
 //! - a thread that checks a context ([`Context::err`](crate::Context::err),
 //!   `is_done`, `cause`, `remaining`, a `Done` poll) reads the clock now and
 //!   then ([`observe`]): a worker spinning on `is_done()` sees its deadline
-//!   within nanoseconds of it, whether or not the timer thread has run.
+//!   within 16 checks of it, whether or not the timer thread has run. (A
+//!   woken thread does not always preempt a spinning one at once, so on a
+//!   machine busy with such loops this is the difference between
+//!   microseconds and milliseconds: `docs/benchmarks.md`, "CPU-bound p99".)
 //!
 //! Firing from any of these threads is the same act as the timer's
 //! ([`CancelNode::expire`] → `Alarm::fire` → `cancel`): the first cancel
@@ -31,9 +34,9 @@ use crate::sync;
 
 /// How many checks of live contexts with a deadline a thread makes per clock
 /// read. A clock read (`Instant::now()`, ~25 ns here) on every check would
-/// make `is_done()` ten times dearer; one read every 16 checks adds ~1.5 ns
-/// to each and still finds a passed deadline within 16 checks of a loop
-/// that polls it. The count is per thread and shared by every context the
+/// make `is_done()` ten times dearer; one read every 16 checks, with the
+/// count, adds ~2 ns to each (`err/live`: 1.3–2.2 → 2.6–4.0 ns) and still
+/// finds a passed deadline within 16 checks of a loop that polls it. The count is per thread and shared by every context the
 /// thread checks; a context checked rarely is fired by the timer thread as
 /// before.
 const CHECKS_PER_CLOCK_READ: u32 = 16;
