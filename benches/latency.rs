@@ -35,7 +35,9 @@
 //! - the floor: `std::thread::sleep` until the deadline with the thread's
 //!   timer slack at 1 ns (the best a thread can do without spinning), and
 //!   with the default 50 µs slack; in the CPU-bound condition, a flag set by
-//!   such a sleeping thread (the timer thread's job with nothing else in it);
+//!   such a sleeping thread (the timer thread's job with nothing else in it),
+//!   and the workers reading the clock themselves with nothing waking at the
+//!   deadline (the lowest floor any design can reach there);
 //! - Go's `context`, from the program in `benches/go` (built with `go` if it
 //!   is on `PATH`; see `docs/benchmarks.md`).
 //!
@@ -45,10 +47,10 @@
 //! - **saturated**: 2 × cores threads spin for the whole row (Go's rows spin
 //!   2 × GOMAXPROCS goroutines of their own instead);
 //! - **CPU-bound**: every worker of a 2-worker tokio runtime spins on
-//!   `ctx.is_done()` (or on a pinned tokio `Sleep`'s `is_elapsed()`, or the
-//!   floor's flag); the
-//!   sample is the time from the deadline until the last spinning worker saw
-//!   it. A spinner gives up [`CAP`] after the deadline; such a sample is
+//!   `ctx.is_done()` (or on a tokio `Sleep`'s `is_elapsed()`, a floor's
+//!   flag, or the clock); the last spinner to start publishes the sample's
+//!   deadline, so both workers spin when the clock starts. The sample is the
+//!   time from the deadline until the last spinning worker saw it. A spinner gives up [`CAP`] after the deadline; such a sample is
 //!   reported as capped (`>=50000`).
 //!
 //! # Flags
