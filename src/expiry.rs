@@ -36,9 +36,9 @@ use crate::sync;
 /// read. A clock read (`Instant::now()`, ~25 ns here) on every check would
 /// make `is_done()` ten times dearer; one read every 16 checks, with the
 /// count, adds ~2 ns to each (`err/live`: 1.3–2.2 → 2.6–4.0 ns) and still
-/// finds a passed deadline within 16 checks of a loop that polls it. The count is per thread and shared by every context the
-/// thread checks; a context checked rarely is fired by the timer thread as
-/// before.
+/// finds a passed deadline within 16 checks of a loop that polls it. The
+/// count is per thread and shared by every context the thread checks; a
+/// context checked rarely is fired by the timer thread as before.
 const CHECKS_PER_CLOCK_READ: u32 = 16;
 
 thread_local! {

@@ -16,6 +16,24 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
+/// How long after its deadline a model fires it.
+const PAST: Duration = Duration::from_secs(1);
+
+/// A manual timer and a deadline an hour ahead: nothing fires it but a
+/// model thread from [`spawn_firer`].
+fn manual_deadline() -> (cancelctx_timer::Timer, Instant) {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    (cancelctx_timer::Timer::manual(), deadline)
+}
+
+/// A model thread firing what is due on `timer` just after `deadline`.
+fn spawn_firer(timer: &cancelctx_timer::Timer, deadline: Instant) -> thread::JoinHandle<()> {
+    let timer = timer.clone();
+    thread::spawn(move || {
+        timer.fire_due(deadline + PAST);
+    })
+}
+
 /// Cancel vs wait: a waiter that checks, listens and parks is always woken
 /// (loom reports a deadlock if the wake-up were lost).
 #[test]
@@ -79,14 +97,10 @@ fn loom_models_parent_vs_child_cancel() {
 #[test]
 fn loom_models_fire_vs_cancel_vs_drop() {
     model(|| {
-        let timer = cancelctx_timer::Timer::manual();
-        let deadline = Instant::now() + Duration::from_secs(3600);
+        let (timer, deadline) = manual_deadline();
         let (ctx, guard) = Context::background().with_deadline_on(deadline, &timer);
         let observer = ctx.clone();
-        let t = timer.clone();
-        let firer = thread::spawn(move || {
-            t.fire_due(deadline + Duration::from_secs(1));
-        });
+        let firer = spawn_firer(&timer, deadline);
         let canceller = thread::spawn(move || guard.cancel());
         drop(ctx);
         firer.join().unwrap();
@@ -106,18 +120,14 @@ fn loom_models_fire_vs_cancel_vs_drop() {
 #[test]
 fn loom_models_observer_expiry_vs_fire_vs_cancel() {
     model(|| {
-        let timer = cancelctx_timer::Timer::manual();
-        let deadline = Instant::now() + Duration::from_secs(3600);
+        let (timer, deadline) = manual_deadline();
         let (ctx, guard) = Context::background().with_deadline_on(deadline, &timer);
         let (child, _gc) = ctx.with_cancel();
-        let t = timer.clone();
-        let firer = thread::spawn(move || {
-            t.fire_due(deadline + Duration::from_secs(1));
-        });
+        let firer = spawn_firer(&timer, deadline);
         let c = child.clone();
         let observer = thread::spawn(move || {
             // What a check does once its clock read finds the deadline passed.
-            c.scope().unwrap().expire(deadline + Duration::from_secs(1));
+            c.scope().unwrap().expire(deadline + PAST);
             assert!(c.is_done());
         });
         guard.cancel();
@@ -140,15 +150,11 @@ fn loom_models_observer_expiry_vs_fire_vs_cancel() {
 #[test]
 fn loom_models_fire_vs_last_drop() {
     model(|| {
-        let timer = cancelctx_timer::Timer::manual();
-        let deadline = Instant::now() + Duration::from_secs(3600);
+        let (timer, deadline) = manual_deadline();
         let (parent, _gp) = Context::background().with_cancel();
         let (ctx, guard) = parent.with_deadline_on(deadline, &timer);
         guard.detach();
-        let t = timer.clone();
-        let firer = thread::spawn(move || {
-            t.fire_due(deadline + Duration::from_secs(1));
-        });
+        let firer = spawn_firer(&timer, deadline);
         drop(ctx);
         firer.join().unwrap();
         assert_eq!(timer.stats().armed, 0);
