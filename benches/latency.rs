@@ -50,7 +50,8 @@
 //!   `ctx.is_done()` (or on a tokio `Sleep`'s `is_elapsed()`, a floor's
 //!   flag, or the clock); the last spinner to start publishes the sample's
 //!   deadline, so both workers spin when the clock starts. The sample is the
-//!   time from the deadline until the last spinning worker saw it. A spinner gives up [`CAP`] after the deadline; such a sample is
+//!   time from the deadline until the last spinning worker saw it. A spinner
+//!   gives up [`CAP`] after the deadline; such a sample is
 //!   reported as capped (`>=50000`).
 //!
 //! # Flags

@@ -294,7 +294,7 @@ impl Context {
     /// and, if the deadline has passed, ends the context itself rather than
     /// wait for the timer thread (which may not have a CPU yet): a loop that
     /// polls `err()` or [`is_done`](Context::is_done) sees its deadline
-    /// within a few checks of it, even when every core is busy. Never
+    /// within 16 checks of it, even when every core is busy. Never
     /// before the deadline. See [the crate docs](crate#when-a-deadline-is-seen).
     #[doc(alias = "Err")]
     #[inline]

@@ -176,26 +176,19 @@ pub(crate) fn print_goals(rows: &[Measured]) {
     if let Some(s) = find(rows, CpuBound, SPIN_IS_DONE) {
         let p99 = s.pct(99.0);
         // This condition's own floors if they ran, else the idle one.
-        let floor = match (
-            find(rows, CpuBound, SPIN_FLOOR),
-            find(rows, CpuBound, SPIN_CLOCK),
-        ) {
-            (None, None) => floor_says(99.0),
-            (flag, clock) => {
-                let mut says = String::from("; this condition's floors:");
-                if let Some(f) = flag {
-                    let _ = write!(says, " a sleeping thread's flag {} µs", cell(f.pct(99.0)));
-                }
-                if let Some(c) = clock {
-                    let sep = if flag.is_some() { "," } else { "" };
-                    let _ = write!(
-                        says,
-                        "{sep} the workers' own clock {} µs",
-                        cell(c.pct(99.0))
-                    );
-                }
-                says
-            }
+        let floors: Vec<String> = [
+            (SPIN_FLOOR, "a sleeping thread's flag"),
+            (SPIN_CLOCK, "the workers' own clock"),
+        ]
+        .into_iter()
+        .filter_map(|(name, what)| {
+            find(rows, CpuBound, name).map(|f| format!("{what} {} µs", cell(f.pct(99.0))))
+        })
+        .collect();
+        let floor = if floors.is_empty() {
+            floor_says(99.0)
+        } else {
+            format!("; this condition's floors: {}", floors.join(", "))
         };
         println!(
             "  CPU-bound: a spinning worker sees is_done() {} µs after the deadline at p99 \
