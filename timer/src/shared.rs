@@ -107,7 +107,9 @@ pub(crate) enum Mode {
     Manual,
     /// A thread will be spawned by the first insert.
     Idle,
-    /// The thread is running (or being spawned).
+    /// An inserter has claimed the spawn and is spawning the thread.
+    Spawning,
+    /// The thread is running.
     Running,
     /// The thread has exited after shutdown.
     Stopped,
@@ -115,7 +117,13 @@ pub(crate) enum Mode {
 
 impl Mode {
     fn from_u8(raw: u8) -> Mode {
-        [Mode::Manual, Mode::Idle, Mode::Running, Mode::Stopped][usize::from(raw)]
+        [
+            Mode::Manual,
+            Mode::Idle,
+            Mode::Spawning,
+            Mode::Running,
+            Mode::Stopped,
+        ][usize::from(raw)]
     }
 }
 
@@ -272,7 +280,10 @@ impl Shared {
     }
 
     /// Relaxed: the mode only decides who spawns the thread (a
-    /// compare-exchange, atomic at any ordering) and is otherwise informative.
+    /// compare-exchange, atomic at any ordering) and whether an inserter
+    /// waits for a spawn. It goes `Idle` → `Spawning` → `Idle` (failed) or
+    /// `Running`, never back from `Running`; so a stale read, an earlier
+    /// value, only sends an inserter to wait and read again.
     pub(crate) fn mode(&self) -> Mode {
         Mode::from_u8(self.mode.load(Relaxed))
     }
@@ -288,7 +299,7 @@ impl Shared {
 
     /// Schedules `callback` at `at` on the calling thread's shard. Returns its
     /// key and `true` if the caller has claimed the job of spawning the
-    /// thread (mode was `Idle`).
+    /// thread (mode was `Idle`, now `Spawning`).
     ///
     /// # Panics
     ///
@@ -300,12 +311,7 @@ impl Shared {
 
     /// [`Shared::insert`] on shard `shard` (`< shard_count()`).
     pub(crate) fn insert_on(&self, shard: usize, at: Instant, callback: Callback) -> (Key, bool) {
-        let spawn = !self.manual
-            && self.mode() == Mode::Idle
-            && self
-                .mode
-                .compare_exchange(Mode::Idle as u8, Mode::Running as u8, Relaxed, Relaxed)
-                .is_ok();
+        let spawn = !self.manual && self.claim_spawn();
         let mut st = self.shard(shard);
         let (key, new_top) = match st.queue.try_insert(at, callback) {
             Ok(inserted) => inserted,
@@ -388,6 +394,26 @@ impl Shared {
         self.mode.store(Mode::Stopped as u8, Relaxed);
     }
 
+    /// Claims the job of spawning the thread if nobody has (mode `Idle` →
+    /// `Spawning`).
+    pub(crate) fn claim_spawn(&self) -> bool {
+        // Relaxed: the mode publishes no data. An inserter that finds
+        // `Spawning` or `Idle` after its insert waits for (or takes over) the
+        // spawn: see `Timer::insert`.
+        self.mode() == Mode::Idle
+            && self
+                .mode
+                .compare_exchange(Mode::Idle as u8, Mode::Spawning as u8, Relaxed, Relaxed)
+                .is_ok()
+    }
+
+    /// The claimed spawn succeeded: the thread runs.
+    pub(crate) fn spawned(&self) {
+        // Relaxed: as in `claim_spawn`. Nothing else leaves `Spawning`, and
+        // `Stopped` needs the last handle gone, while the spawner holds one.
+        self.mode.store(Mode::Running as u8, Relaxed);
+    }
+
     /// Takes every remaining entry (for the caller to drop outside the locks).
     pub(crate) fn drain_into(&self, leftovers: &mut Vec<Callback>) {
         for shard in self.shards.iter() {
@@ -396,7 +422,8 @@ impl Shared {
     }
 
     /// Undoes an insert whose thread spawn failed: removes the entry and lets
-    /// a later insert try spawning again. The value is returned to be dropped
+    /// another insert try spawning again (one that waits for this spawn, or a
+    /// later one). The value is returned to be dropped
     /// outside the lock.
     pub(crate) fn abort_spawn(&self, key: Key) -> Option<Callback> {
         let mut st = self.shard(key.queue_id());

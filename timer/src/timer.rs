@@ -180,7 +180,10 @@ impl Timer {
     /// The first schedule (`schedule`, `schedule_alarm`, or polling a
     /// [`Sleep`]) panics with a message naming the OS error if the thread
     /// cannot be spawned; the entry is not scheduled and a later schedule
-    /// tries again. Use [`Timer::try_new`] to handle that error instead.
+    /// tries again. Schedules made while that first one spawns the thread
+    /// wait for it, and if it fails, one of them tries in turn (and panics
+    /// the same way if it fails too), so no entry is ever accepted without a
+    /// thread to fire it. Use [`Timer::try_new`] to handle that error instead.
     ///
     /// # Examples
     ///
@@ -328,18 +331,60 @@ impl Timer {
     /// Inserts `callback`, spawning the thread if this is a lazy timer's first
     /// entry.
     pub(crate) fn insert(&self, at: Instant, callback: Callback) -> Key {
-        let (key, spawn) = self.shared().insert(at, callback);
-        if spawn {
-            if let Err(err) = driver::spawn(Arc::clone(&self.handle.shared)) {
-                let removed = self.shared().abort_spawn(key);
-                drop(removed);
-                panic!(
-                    "cancelctx-timer: failed to spawn the `{}` thread: {err}",
-                    driver::THREAD_NAME
-                );
-            }
+        self.insert_spawning_with(at, callback, driver::spawn)
+    }
+
+    /// [`Timer::insert`], spawning the thread with `spawn` (tests inject
+    /// failures).
+    fn insert_spawning_with(
+        &self,
+        at: Instant,
+        callback: Callback,
+        spawn: impl Fn(Arc<Shared>) -> std::io::Result<()>,
+    ) -> Key {
+        let shared = self.shared();
+        let (key, claimed) = shared.insert(at, callback);
+        if claimed || (!self.handle.manual && shared.mode() != Mode::Running) {
+            self.see_driven(key, claimed, spawn);
         }
         key
+    }
+
+    /// Returns once a thread drives the entry `key` just inserted, or panics
+    /// with the entry removed: spawns the thread if the caller `claimed` that
+    /// job, else waits for the inserter that did, and takes the job over if
+    /// that spawn failed. So an entry accepted while a spawn was failing is
+    /// never left without a thread.
+    #[cold]
+    #[inline(never)]
+    fn see_driven(
+        &self,
+        key: Key,
+        mut claimed: bool,
+        spawn: impl Fn(Arc<Shared>) -> std::io::Result<()>,
+    ) {
+        let shared = self.shared();
+        loop {
+            if claimed {
+                match spawn(Arc::clone(&self.handle.shared)) {
+                    Ok(()) => return shared.spawned(),
+                    Err(err) => {
+                        drop(shared.abort_spawn(key));
+                        panic!(
+                            "cancelctx-timer: failed to spawn the `{}` thread: {err}",
+                            driver::THREAD_NAME
+                        );
+                    }
+                }
+            }
+            match shared.mode() {
+                // Another inserter is spawning: a thread start takes tens of
+                // microseconds, and only the first schedules ever wait here.
+                Mode::Spawning => std::thread::yield_now(),
+                Mode::Idle => claimed = shared.claim_spawn(),
+                Mode::Manual | Mode::Running | Mode::Stopped => return,
+            }
+        }
     }
 
     /// Runs `f` on the timer thread once `at` has passed.
@@ -532,5 +577,64 @@ impl Timer {
     /// [`Timer::fire_due`] fires entries).
     pub(crate) fn is_manual(&self) -> bool {
         self.handle.manual
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::thread;
+
+    use super::*;
+
+    /// A schedule made while another one's thread spawn is failing is not
+    /// left without a thread: it waits for that spawn, then spawns the thread
+    /// itself, and its entry fires.
+    #[test]
+    fn an_entry_accepted_while_the_spawn_fails_still_fires() {
+        let timer = Timer::new();
+        let (spawning_tx, spawning_rx) = mpsc::channel();
+        let (fail_tx, fail_rx) = mpsc::channel::<()>();
+        let failed_fired = Arc::new(AtomicBool::new(false));
+        let failing = {
+            let (timer, failed_fired) = (timer.clone(), Arc::clone(&failed_fired));
+            thread::spawn(move || {
+                let fired = move || failed_fired.store(true, Ordering::SeqCst);
+                catch_unwind(AssertUnwindSafe(|| {
+                    timer.insert_spawning_with(
+                        Instant::now(),
+                        Callback::Func(Box::new(fired)),
+                        |_| {
+                            spawning_tx.send(()).unwrap();
+                            fail_rx.recv().unwrap();
+                            Err(std::io::Error::other("injected spawn failure"))
+                        },
+                    )
+                }))
+            })
+        };
+        spawning_rx.recv().unwrap();
+        // The first schedule is spawning the thread; a second one comes in.
+        let (fired_tx, fired_rx) = mpsc::channel();
+        let second = {
+            let timer = timer.clone();
+            thread::spawn(move || timer.schedule(Instant::now(), move || fired_tx.send(()).unwrap()))
+        };
+        while timer.stats().armed < 2 {
+            thread::yield_now();
+        }
+        fail_tx.send(()).unwrap();
+        let panic = failing.join().unwrap().expect_err("a failed spawn panics");
+        let message = panic.downcast_ref::<String>().map_or("", String::as_str);
+        assert!(message.contains("failed to spawn"), "{message}");
+        let _entry = second.join().unwrap();
+        fired_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the entry accepted during the failed spawn fires");
+        assert!(!failed_fired.load(Ordering::SeqCst), "the failed schedule's entry was removed");
+        let stats = timer.stats();
+        assert_eq!((stats.armed, stats.scheduled, stats.fired), (0, 1, 1));
     }
 }
