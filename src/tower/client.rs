@@ -28,7 +28,10 @@ use crate::run::Run;
 /// - if the context has a deadline, its remaining time is written to the
 ///   `grpc-timeout` header (gRPC requests, see the [module docs](super)) or
 ///   the `connect-timeout-ms` header (others), rounded up. A header the caller
-///   already set is kept when it is shorter;
+///   already set is kept when it is one valid value no longer than that;
+///   otherwise it is replaced by one value, the shortest of the remaining
+///   time and the caller's valid values (a peer may read any of several
+///   values, so none may be longer);
 /// - if the context ends before the inner service's response arrives, the
 ///   inner future is dropped (hyper then resets the HTTP/2 stream or closes
 ///   the HTTP/1 connection) and the call fails with a [`ContextEnded`] whose
@@ -161,19 +164,22 @@ where
 }
 
 /// Writes `remaining` to the request's timeout header, unless the header
-/// already holds a valid, shorter timeout.
+/// already holds one valid value no longer than that; replaces several values
+/// by the shortest valid one (or `remaining`).
 fn write_timeout<B>(request: &mut Request<B>, remaining: Duration) {
     let protocol = Protocol::of(request.headers());
-    let header = protocol.header();
-    let shorter_already = request
-        .headers()
-        .get(header)
-        .and_then(|value| protocol.parse(value).ok())
-        .is_some_and(|existing| existing <= remaining);
-    if !shorter_already {
+    let (mut values, mut keep, mut send) = (0, true, remaining);
+    for timeout in protocol.timeouts(request.headers()) {
+        values += 1;
+        match timeout {
+            Ok(timeout) if timeout <= remaining => send = send.min(timeout),
+            _ => keep = false,
+        }
+    }
+    if values != 1 || !keep {
         request
             .headers_mut()
-            .insert(header, protocol.encode(remaining));
+            .insert(protocol.header(), protocol.encode(send));
     }
 }
 
@@ -317,5 +323,52 @@ impl StdError for ContextEnded {}
 impl From<ContextEnded> for Error {
     fn from(ended: ContextEnded) -> Error {
         ended.error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{HeaderValue, Request};
+
+    use super::write_timeout;
+    use crate::grpc_timeout::{HEADER, encode};
+
+    /// The `grpc-timeout` values a request carrying `values` goes out with,
+    /// `remaining` before its context's deadline.
+    fn sent(values: &[&'static str], remaining: Duration) -> Vec<String> {
+        let mut request = Request::builder()
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        for value in values {
+            request
+                .headers_mut()
+                .append(HEADER, HeaderValue::from_static(value));
+        }
+        write_timeout(&mut request, remaining);
+        request
+            .headers()
+            .get_all(HEADER)
+            .iter()
+            .map(|value| value.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn one_value_no_longer_than_the_remaining_time_goes_out() {
+        let ten = Duration::from_secs(10);
+        let ms = Duration::from_millis;
+        assert_eq!(sent(&[], ten), [encode(ten)]);
+        assert_eq!(sent(&["50m"], ten), ["50m"]);
+        assert_eq!(sent(&["1H"], ten), [encode(ten)]);
+        assert_eq!(sent(&["1x"], ten), [encode(ten)]);
+        // Several values: the peer may read any (grpc-go: the last), so one
+        // goes out, the shortest.
+        assert_eq!(sent(&["1m", "100S"], ten), [encode(ms(1))]);
+        assert_eq!(sent(&["100S", "2S"], ten), [encode(ms(2000))]);
+        assert_eq!(sent(&["2S", "1x"], ten), [encode(ms(2000))]);
+        assert_eq!(sent(&["1H", "2H"], ten), [encode(ten)]);
     }
 }

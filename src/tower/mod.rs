@@ -175,6 +175,21 @@ impl Protocol {
         }
     }
 
+    /// Every value of this protocol's timeout header, parsed, in order. A
+    /// request should carry at most one; when it carries several, each
+    /// counts (a peer may read any: grpc-go takes the last valid one and
+    /// rejects the call if any is malformed).
+    pub(crate) fn timeouts(
+        self,
+        headers: &HeaderMap,
+    ) -> impl Iterator<Item = Result<std::time::Duration, grpc_timeout::ParseTimeoutError>> + '_
+    {
+        headers
+            .get_all(self.header())
+            .iter()
+            .map(move |value| self.parse(value))
+    }
+
     /// Encodes `timeout` for this protocol's header, rounded up.
     pub(crate) fn encode(self, timeout: std::time::Duration) -> HeaderValue {
         let text = match self {

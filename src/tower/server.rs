@@ -28,8 +28,9 @@ pub enum MalformedTimeout {
     /// The default.
     #[default]
     Reject,
-    /// Ignore the header: the request gets the configured default timeout, as
-    /// if it had sent none.
+    /// Ignore the malformed value: the request gets the configured default
+    /// timeout, as if it had sent none (or, should it carry several values,
+    /// the shortest valid one).
     Ignore,
 }
 
@@ -47,7 +48,9 @@ pub enum MalformedTimeout {
 ///
 /// - now + the header's timeout, or, without a header (or with a malformed
 ///   one and [`MalformedTimeout::Ignore`]), now + the
-///   [`default_timeout`](ServerLayer::default_timeout) if one is set;
+///   [`default_timeout`](ServerLayer::default_timeout) if one is set. A
+///   request should send one value; one that sends several gets the
+///   shortest, and is malformed if any value is;
 /// - now + the [`max_timeout`](ServerLayer::max_timeout), if one is set;
 /// - the [`base`](ServerLayer::base) context's deadline.
 ///
@@ -124,17 +127,14 @@ impl ServerLayer {
         protocol: Protocol,
         headers: &HeaderMap,
     ) -> Result<Option<Duration>, ParseTimeoutError> {
-        let requested = match headers
-            .get(protocol.header())
-            .map(|value| protocol.parse(value))
-        {
-            None => None,
-            Some(Ok(timeout)) => Some(timeout),
-            Some(Err(error)) => match self.malformed {
-                MalformedTimeout::Reject => return Err(error),
-                MalformedTimeout::Ignore => None,
-            },
-        };
+        let mut requested: Option<Duration> = None;
+        for timeout in protocol.timeouts(headers) {
+            match (timeout, self.malformed) {
+                (Ok(timeout), _) => requested = Some(requested.map_or(timeout, |r| r.min(timeout))),
+                (Err(error), MalformedTimeout::Reject) => return Err(error),
+                (Err(_), MalformedTimeout::Ignore) => {}
+            }
+        }
         let timeout = requested.or(self.default_timeout);
         Ok(match (timeout, self.max_timeout) {
             (Some(timeout), Some(max)) => Some(timeout.min(max)),
@@ -316,5 +316,44 @@ impl<F, B> fmt::Debug for ServerFuture<F, B> {
         f.debug_struct("ServerFuture")
             .field("state", &state)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::grpc_timeout::HEADER;
+
+    /// The timeout `layer` gives a gRPC request sending `values`.
+    fn timeout(
+        layer: &ServerLayer,
+        values: &[&'static str],
+    ) -> Result<Option<Duration>, ParseTimeoutError> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(HEADER, HeaderValue::from_static(value));
+        }
+        layer.timeout(Protocol::Grpc, &headers)
+    }
+
+    #[test]
+    fn several_values_give_the_shortest_and_a_malformed_one_is_malformed() {
+        let (ms, s) = (Duration::from_millis, Duration::from_secs);
+        let strict = ServerLayer::new();
+        assert_eq!(timeout(&strict, &[]), Ok(None));
+        assert_eq!(timeout(&strict, &["100S"]), Ok(Some(s(100))));
+        assert_eq!(timeout(&strict, &["100S", "1m"]), Ok(Some(ms(1))));
+        assert_eq!(timeout(&strict, &["1m", "100S"]), Ok(Some(ms(1))));
+        assert!(timeout(&strict, &["100S", "1x"]).is_err());
+        assert!(timeout(&strict, &["1x", "100S"]).is_err());
+
+        let lenient = ServerLayer::new()
+            .default_timeout(s(5))
+            .on_malformed(MalformedTimeout::Ignore);
+        assert_eq!(timeout(&lenient, &["1x"]), Ok(Some(s(5))));
+        assert_eq!(timeout(&lenient, &["100S", "1x"]), Ok(Some(s(100))));
+        assert_eq!(timeout(&lenient, &["1x", "2S", "3S"]), Ok(Some(s(2))));
     }
 }

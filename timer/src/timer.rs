@@ -620,7 +620,9 @@ mod tests {
         let (fired_tx, fired_rx) = mpsc::channel();
         let second = {
             let timer = timer.clone();
-            thread::spawn(move || timer.schedule(Instant::now(), move || fired_tx.send(()).unwrap()))
+            thread::spawn(move || {
+                timer.schedule(Instant::now(), move || fired_tx.send(()).unwrap())
+            })
         };
         while timer.stats().armed < 2 {
             thread::yield_now();
@@ -633,7 +635,10 @@ mod tests {
         fired_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("the entry accepted during the failed spawn fires");
-        assert!(!failed_fired.load(Ordering::SeqCst), "the failed schedule's entry was removed");
+        assert!(
+            !failed_fired.load(Ordering::SeqCst),
+            "the failed schedule's entry was removed"
+        );
         let stats = timer.stats();
         assert_eq!((stats.armed, stats.scheduled, stats.fired), (0, 1, 1));
     }
