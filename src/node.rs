@@ -28,8 +28,11 @@
 //!    it, so `cancel()` returns only once the whole subtree is done, as Go's
 //!    does, even when several threads cancel overlapping subtrees.
 //! 5. The cancel walk runs no user code: wakers, `after_func` callbacks, timer
-//!    cancellations and the drops of nodes (which may drop user values) are
-//!    deferred to [`Aftermath::finish`], after the walk and with no lock held.
+//!    cancellations, the `observe` hooks and the drops of nodes and of the
+//!    deadline causes an end replaces (user values) are deferred to
+//!    [`Aftermath::finish`], after the walk and with no lock held; the hooks
+//!    and drops come last, so none of them, panicking, costs a waiter its
+//!    wake-up or a callback its run.
 //!    A thread waiting in (4) therefore waits for a walk that cannot block on
 //!    it, and the waits only point down the tree: no deadlock.
 //! 6. A deadline ends its node only through [`Alarm::fire`] → `cancel`,
@@ -190,6 +193,9 @@ struct Drained {
     /// Whether any entry is a child or a registration (not only wakers).
     has_children: bool,
     timer: Option<Entry>,
+    /// The deadline cause the node held while live, replaced by how it
+    /// ended: a user value, dropped once the cancel's work is done.
+    old_cause: Option<Cause>,
 }
 
 /// Work a cancellation defers until the walk is over (invariant 5).
@@ -200,24 +206,29 @@ struct Aftermath {
     timers: Vec<Entry>,
     funcs: Vec<Arc<Registration>>,
     wakers: Vec<Waker>,
+    /// Replaced deadline causes (see `Drained::old_cause`).
+    old_causes: Vec<Cause>,
 }
 
 impl Aftermath {
+    /// The deferred work, in an order that keeps user code last: no hook,
+    /// `Drop` or panic can cost a waiter its wake-up or a callback its run.
     fn finish(self, err: Error, cause: &Cause) {
         for entry in &self.timers {
             entry.cancel();
         }
-        for (node, how) in &self.nodes {
-            if let Some(how) = how {
-                observe::ended(node, err, *how, cause);
-            }
-        }
         for func in &self.funcs {
             func.fire();
         }
-        let panic = wake_all(self.wakers);
+        let mut panic = wake_all(self.wakers);
+        for (node, how) in &self.nodes {
+            if let Some(how) = how {
+                run_caught(&mut panic, || observe::ended(node, err, *how, cause));
+            }
+        }
         // Dropping the rest now may drop nodes and, through them, user values.
         drop(self.nodes);
+        drop(self.old_causes);
         if let Some(payload) = panic {
             resume_unwind(payload);
         }
@@ -237,11 +248,18 @@ fn wakers(slots: Slots<Child>) -> impl Iterator<Item = Waker> {
 fn wake_all(wakers: impl IntoIterator<Item = Waker>) -> Option<Box<dyn Any + Send>> {
     let mut panic = None;
     for waker in wakers {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || waker.wake())) {
-            panic.get_or_insert(payload);
-        }
+        run_caught(&mut panic, move || waker.wake());
     }
     panic
+}
+
+/// Runs `f`, user code (a waker, an `observe` hook), keeping its panic in
+/// `panic` unless one is there already: the first is resumed once all work is
+/// done.
+fn run_caught(panic: &mut Option<Box<dyn Any + Send>>, f: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+        panic.get_or_insert(payload);
+    }
 }
 
 struct Frame {
@@ -549,11 +567,13 @@ impl CancelNode {
             return None;
         }
         let plain = cause.is_plain(err);
-        if !plain {
-            inner.cold().cause = Some(cause.clone());
-        } else if let Some(cold) = &mut inner.cold {
-            cold.cause = None;
-        }
+        // The deadline cause this replaces is user data: its `Drop` must not
+        // run under this lock, in the middle of a walk (invariant 5).
+        let old_cause = if !plain {
+            inner.cold().cause.replace(cause.clone())
+        } else {
+            inner.cold.as_mut().and_then(|cold| cold.cause.take())
+        };
         let has_children = inner.len() > inner.waiters();
         let children = inner.take_children();
         let timer = inner.timer.take();
@@ -568,6 +588,7 @@ impl CancelNode {
             children,
             has_children,
             timer,
+            old_cause,
         })
     }
 
@@ -586,14 +607,17 @@ impl CancelNode {
             if let Some(entry) = drained.timer {
                 entry.cancel();
             }
-            observe::ended(self, err, how, &cause);
-            if let Some(payload) = wake_all(wakers(drained.children)) {
+            let mut panic = wake_all(wakers(drained.children));
+            run_caught(&mut panic, || observe::ended(self, err, how, &cause));
+            drop(drained.old_cause);
+            if let Some(payload) = panic {
                 resume_unwind(payload);
             }
             return true;
         }
         let mut after = Aftermath::default();
         after.timers.extend(drained.timer);
+        after.old_causes.extend(drained.old_cause);
         let mut stack = vec![Frame {
             node: self.clone(),
             children: drained.children.into_iter(),
@@ -622,6 +646,7 @@ impl CancelNode {
                     match child.mark(err, &cause, End::Parent) {
                         Some(d) => {
                             after.timers.extend(d.timer);
+                            after.old_causes.extend(d.old_cause);
                             stack.push(Frame {
                                 node: child,
                                 children: d.children.into_iter(),

@@ -12,11 +12,13 @@
 //!
 //! Tests named `regression_*` reproduced bugs these tests found (wakers
 //! woken or dropped under a lock, a panicking waker stopping the walk, a
-//! panic payload killing a pool thread); they pass since the fixes.
+//! panic payload killing a pool thread, a replaced deadline cause dropped
+//! mid-walk); they pass since the fixes.
 
 mod common;
 
 use std::any::Any;
+use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, panic_any};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -26,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cancelctx::timer::Timer;
-use cancelctx::{CancelGuard, Context, Error};
+use cancelctx::{CancelGuard, Cause, Context, Error};
 use common::{CountingWaker, PATIENCE, eventually, poll_once};
 
 // ---------------------------------------------------------------------------
@@ -682,6 +684,99 @@ fn value_whose_drop_panics_is_dropped_by_a_deadline() {
     // Observed: the chain is released by the timer thread, which catches the
     // panic and keeps firing.
     assert_eq!(seen_on(&dropped).as_deref(), Some("cancelctx-timer"));
+    deadlines_still_fire();
+}
+
+// ---------------------------------------------------------------------------
+// Deadline causes replaced by another end
+// ---------------------------------------------------------------------------
+
+/// A deadline cause holding `T`, a user value dropped when its context ends
+/// some other way (the end's own cause replaces it).
+struct DeadlineCause<T>(T);
+
+impl<T> fmt::Debug for DeadlineCause<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeadlineCause")
+    }
+}
+
+impl<T> fmt::Display for DeadlineCause<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the deadline passed")
+    }
+}
+
+impl<T> std::error::Error for DeadlineCause<T> {}
+
+/// A one-hour timeout under `parent` whose deadline cause holds `value`.
+fn timeout_with_cause<T: Send + Sync + 'static>(
+    parent: &Context,
+    value: T,
+) -> (Context, CancelGuard) {
+    parent.with_timeout_cause(Duration::from_secs(3600), Cause::new(DeadlineCause(value)))
+}
+
+/// Observed before the fix: a cancel dropped the replaced cause under the
+/// node's lock, mid-walk, so its panic left the parent done but never
+/// propagated (the child live, every later cancel of the parent parked for
+/// good). Now it is dropped after the walk, as a value's is.
+#[test]
+fn regression_deadline_cause_whose_drop_panics_is_dropped_after_the_walk() {
+    let (parent, guard) = Context::background().with_cancel();
+    let guard = Arc::new(guard);
+    let dropped = witness();
+    let (child, _gc) = timeout_with_cause(&parent, PanicOnDrop(dropped.clone()));
+    let (grandchild, _gg) = child.with_cancel();
+    let (counter, waker) = CountingWaker::new();
+    let mut done = child.done();
+    assert!(poll_once(&mut done, &waker).is_pending());
+
+    let first = Arc::clone(&guard);
+    let result = within("cancel parent", move || {
+        catch_unwind(AssertUnwindSafe(|| first.cancel()))
+    });
+    let payload = result.expect_err("the cause's panic propagates out of cancel()");
+    assert_eq!(panic_message(&*payload), "value drop panics");
+    assert_eq!(seen_on(&dropped).as_deref(), Some("within: cancel parent"));
+    assert_eq!(child.err(), Some(Error::Canceled));
+    assert_eq!(grandchild.err(), Some(Error::Canceled));
+    assert_eq!((parent.child_count(), child.child_count()), (0, 0));
+    assert_eq!(counter.wakes(), 1);
+    within("cancel parent again", move || guard.cancel());
+
+    // A leaf ended by its own guard drops the cause after waking its waiter.
+    let dropped = witness();
+    let (leaf, leaf_guard) =
+        timeout_with_cause(&Context::background(), PanicOnDrop(dropped.clone()));
+    let (counter, waker) = CountingWaker::new();
+    let mut done = leaf.done();
+    assert!(poll_once(&mut done, &waker).is_pending());
+    let result = catch_unwind(AssertUnwindSafe(|| leaf_guard.cancel()));
+    assert_eq!(panic_message(&*result.unwrap_err()), "value drop panics");
+    assert_eq!((leaf.err(), counter.wakes()), (Some(Error::Canceled), 1));
+    deadlines_still_fire();
+}
+
+/// Observed before the fix: the replaced cause's `Drop` ran mid-walk, so one
+/// that cancels an ancestor the walk has marked but not finished waited for
+/// its own thread's walk: a deadlock.
+#[test]
+fn regression_deadline_cause_whose_drop_cancels_an_ancestor_being_walked() {
+    let (grand, grand_guard) = Context::background().with_cancel();
+    let (parent, parent_guard) = grand.with_cancel();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let cause = CancelOnDrop {
+        guards: vec![parent_guard],
+        dropped: dropped.clone(),
+    };
+    let (child, _gc) = timeout_with_cause(&parent, cause);
+    within("cancel grand", move || grand_guard.cancel());
+    assert!(dropped.load(Ordering::SeqCst));
+    for ctx in [&grand, &parent, &child] {
+        assert_eq!(ctx.err(), Some(Error::Canceled));
+        assert_eq!(ctx.child_count(), 0);
+    }
     deadlines_still_fire();
 }
 

@@ -1,8 +1,14 @@
 //! The `tracing` event when a context ends (feature `tracing`).
 
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::task::{Context as TaskContext, Wake, Waker};
+use std::time::Duration;
 
-use cancelctx::{Cause, Context};
+use cancelctx::{Cause, Context, Done};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -61,4 +67,81 @@ fn an_event_per_ended_context_with_name_kind_and_cause() {
         .expect("payment event");
     assert!(payment.contains("kind=parent"), "{payment}");
     assert!(payment.contains("client went away"), "{payment}");
+}
+
+/// A subscriber whose every event panics.
+struct Panics;
+
+impl Subscriber for Panics {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, _: &Event<'_>) {
+        panic!("subscriber panics");
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+/// A waker that records that it was woken.
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A `Done` of `ctx` polled once, and whether its waker has been woken since.
+fn waiting(ctx: &Context) -> (Done, Arc<Flag>) {
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let mut done = ctx.done();
+    let waker = Waker::from(Arc::clone(&flag));
+    assert!(
+        Pin::new(&mut done)
+            .poll(&mut TaskContext::from_waker(&waker))
+            .is_pending()
+    );
+    (done, flag)
+}
+
+/// The hook runs after the cancel's wake-ups and callback hand-offs, so a
+/// subscriber that panics (or a cause whose `Display` does) reaches the
+/// canceller without costing a waiter its wake-up or a callback its run.
+/// (Observed before the fix: neither happened.)
+#[test]
+fn a_panicking_subscriber_costs_no_wake_up_nor_callback() {
+    tracing::subscriber::with_default(Panics, || {
+        // A leaf: only a waiter.
+        let (leaf, guard) = Context::background().with_cancel();
+        let (_done, woken) = waiting(&leaf);
+        let result = catch_unwind(AssertUnwindSafe(|| guard.cancel()));
+        assert!(
+            result.is_err(),
+            "the subscriber's panic reaches the canceller"
+        );
+        assert!(leaf.is_done() && woken.0.load(Ordering::SeqCst));
+
+        // A walk: a child, a waiter and an after_func.
+        let (parent, guard) = Context::background().with_cancel();
+        let (child, _g) = parent.with_cancel();
+        let (_done, woken) = waiting(&parent);
+        let (tx, rx) = mpsc::channel();
+        let _registration = parent.after_func(move || tx.send(()).unwrap());
+        let result = catch_unwind(AssertUnwindSafe(|| guard.cancel()));
+        assert!(
+            result.is_err(),
+            "the subscriber's panic reaches the canceller"
+        );
+        assert!(parent.is_done() && child.is_done());
+        assert!(woken.0.load(Ordering::SeqCst));
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the after_func ran");
+        assert_eq!(parent.child_count(), 0);
+    });
 }
