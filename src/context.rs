@@ -295,7 +295,10 @@ impl Context {
     /// wait for the timer thread (which may not have a CPU yet): a loop that
     /// polls `err()` or [`is_done`](Context::is_done) sees its deadline
     /// within 16 checks of it, even when every core is busy. Never
-    /// before the deadline. See [the crate docs](crate#when-a-deadline-is-seen).
+    /// before the deadline. That check then does what a cancel does (it may
+    /// allocate, wake waiters, and wait for a cancel of the same subtree
+    /// running on another thread to finish): see
+    /// [the crate docs](crate#when-a-deadline-is-seen).
     #[doc(alias = "Err")]
     #[inline]
     pub fn err(&self) -> Option<Error> {

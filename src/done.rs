@@ -203,6 +203,11 @@ impl Context {
     /// Blocks until this context is done or `timeout` has passed; `None` on
     /// timeout. A `timeout` too large for an [`Instant`] waits forever.
     ///
+    /// Like [`wait_done`](Context::wait_done), it ends the context itself if
+    /// it finds the context's deadline passed and the timer thread has not
+    /// fired it yet, so `wait_done_timeout(Duration::ZERO)` is a look that
+    /// never reports a context live past its deadline.
+    ///
     /// # Blocking
     ///
     /// Never call this from async code; see [`wait_done`](Context::wait_done).
@@ -244,8 +249,11 @@ impl Context {
             }
             let now = Instant::now();
             if now >= deadline {
-                // Withdraws the waker (dropping `waiter`), then a last look.
+                // Withdraws the waker (dropping `waiter`), then a last look,
+                // which ends the context if its deadline has passed too (the
+                // timer thread may not have run yet).
                 drop(waiter);
+                expiry::expire_if_passed(node, now);
                 return node.err();
             }
             match ctx_deadline {

@@ -75,19 +75,33 @@ fn blocking_waiters_fire_their_deadline() {
         ctx.sleep_blocking(Duration::from_secs(10)),
         Err(Error::DeadlineExceeded)
     );
+
+    // A timed wait that begins after the deadline, its own limit reached at
+    // once, ends the context too (it has read the clock).
+    let (ctx, _g) = Context::background().with_timeout(Duration::from_millis(5));
+    sleep_past_deadline(&ctx);
+    assert_eq!(
+        ctx.wait_done_timeout(Duration::ZERO),
+        Some(Error::DeadlineExceeded)
+    );
+    let (ctx, _g) = Context::background().with_timeout(Duration::from_millis(5));
+    sleep_past_deadline(&ctx);
+    assert_eq!(
+        ctx.wait_done_deadline(ctx.deadline().unwrap()),
+        Some(Error::DeadlineExceeded)
+    );
 }
 
 /// Sleeps past `ctx`'s deadline and checks that nobody has fired it yet
-/// (`wait_done_timeout(ZERO)` looks without reading the clock).
+/// (`Debug` shows the state without ending the context).
 fn sleep_past_deadline(ctx: &Context) {
     let deadline = ctx.deadline().unwrap();
     while Instant::now() <= deadline {
         thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(
-        ctx.wait_done_timeout(Duration::ZERO),
-        None,
-        "fired while the timer thread was stuck, before any check"
+    assert!(
+        format!("{ctx:?}").contains("err: None"),
+        "fired while the timer thread was stuck, before any check: {ctx:?}"
     );
 }
 
