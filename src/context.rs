@@ -268,6 +268,10 @@ impl Context {
     /// no deadline: for work that must finish even when the request that
     /// started it ends (an audit log write, say).
     ///
+    /// It holds this context (for the values and its `Display`), as Go's
+    /// does: while it lives, so does this context, and a detached one keeps
+    /// its place in its parent and its timer entry until it ends.
+    ///
     /// ```
     /// use cancelctx::Context;
     ///

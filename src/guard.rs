@@ -17,8 +17,10 @@ use crate::observe::End;
 ///
 /// The guard does not keep the context alive: once nothing can observe a
 /// context (every `Context` clone, `Done`, `Run`, `Sleep` and `after_func`
-/// registration of it is gone), its resources are released even while the
-/// guard exists, and a later cancel does nothing.
+/// registration of it is gone, and every context derived from it, a
+/// [`without_cancel`](crate::Context::without_cancel) one included), its resources
+/// are released even while the guard exists, and a later cancel does
+/// nothing.
 ///
 /// # Examples
 ///
