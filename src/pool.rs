@@ -10,19 +10,24 @@
 //!
 //! # Protocol
 //!
-//! `idle` counts threads waiting for a job that no submitter has claimed. A
-//! submitter claims an idle thread by decrementing `idle` (never below zero)
-//! before sending; a thread that times out retires only if it can decrement
-//! `idle` itself, so every claimed job has a thread to run it.
+//! One lock guards the queue of jobs and the counts of threads alive and
+//! idle (waiting on the condition variable). A submitter queues its job and
+//! wakes an idle thread if there are at least as many idle threads as queued
+//! jobs, and starts a thread otherwise (below the limit; at it, the job waits
+//! for a running thread to finish). A thread takes the next queued job before
+//! it waits, and retires only when its wait timed out with the queue empty,
+//! under the same lock: so a queued job always has a thread coming for it.
+//! (Counting idle threads outside the lock let a job queued at the limit
+//! leave the count one too high for good, after which a callback could be
+//! handed to a thread that no longer existed.)
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-
-use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering};
 
 /// How long an idle callback thread waits for work before it retires.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -32,116 +37,102 @@ pub(crate) const MAX_THREADS: usize = 256;
 pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
 pub(crate) struct Pool {
-    sender: Sender<Job>,
-    receiver: Receiver<Job>,
-    idle: AtomicUsize,
-    threads: AtomicUsize,
+    state: Mutex<State>,
+    /// Idle threads wait here for a job.
+    queued: Condvar,
+    max_threads: usize,
+    keep_alive: Duration,
     spawned: AtomicUsize,
     panicked: AtomicUsize,
+}
+
+struct State {
+    jobs: VecDeque<Job>,
+    /// Threads alive.
+    threads: usize,
+    /// Threads waiting on `queued`.
+    idle: usize,
 }
 
 impl Pool {
     pub(crate) fn global() -> &'static Pool {
         static POOL: OnceLock<Pool> = OnceLock::new();
-        POOL.get_or_init(|| {
-            let (sender, receiver) = crossbeam_channel::unbounded();
-            Pool {
-                sender,
-                receiver,
-                idle: AtomicUsize::new(0),
-                threads: AtomicUsize::new(0),
-                spawned: AtomicUsize::new(0),
-                panicked: AtomicUsize::new(0),
-            }
-        })
+        POOL.get_or_init(|| Pool::new(MAX_THREADS, KEEP_ALIVE))
+    }
+
+    fn new(max_threads: usize, keep_alive: Duration) -> Pool {
+        Pool {
+            state: Mutex::new(State {
+                jobs: VecDeque::new(),
+                threads: 0,
+                idle: 0,
+            }),
+            queued: Condvar::new(),
+            max_threads,
+            keep_alive,
+            spawned: AtomicUsize::new(0),
+            panicked: AtomicUsize::new(0),
+        }
     }
 
     /// Runs `job` on a pool thread, soon; never on the caller's.
     pub(crate) fn submit(&'static self, job: Job) {
-        // Claim an idle thread if there is one (see # Protocol). AcqRel:
-        // the claim orders with the thread's own increment and retirement.
-        let claimed = self
-            .idle
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok();
-        let job = if claimed {
-            job
-        } else {
-            match self.spawn(job) {
-                Ok(()) => return,
-                Err(job) => job,
-            }
-        };
-        // Unbounded channel: `send` fails only if the receiver is gone, and
-        // `self` owns one.
-        let _ = self.sender.send(job);
+        let mut state = self.state.lock();
+        state.jobs.push_back(job);
+        if state.jobs.len() <= state.idle {
+            self.queued.notify_one();
+            return;
+        }
+        if state.threads >= self.max_threads {
+            return; // a running thread takes it when it is done
+        }
+        state.threads += 1;
+        drop(state);
+        self.spawn();
     }
 
-    /// Starts a thread whose first job is `job`; gives `job` back at the
-    /// thread limit or if the OS refuses a thread (it then waits in the
-    /// queue for a running thread).
-    fn spawn(&'static self, job: Job) -> Result<(), Job> {
-        // Relaxed: a soft limit; a racing overshoot by one is harmless.
-        if self.threads.fetch_add(1, Ordering::Relaxed) >= MAX_THREADS {
-            self.threads.fetch_sub(1, Ordering::Relaxed);
-            return Err(job);
-        }
+    /// Starts a thread, already counted in `threads`; it takes the next
+    /// queued job. If the OS refuses, the job waits for a running thread.
+    fn spawn(&'static self) {
         // Relaxed: only names threads.
         let n = self.spawned.fetch_add(1, Ordering::Relaxed);
-        // The job goes through a cell so a failed spawn can hand it back.
-        let cell = Arc::new(Mutex::new(Some(job)));
-        let first = cell.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("cancelctx-callback-{n}"))
-            .spawn(move || {
-                let job = first.lock().take();
-                drop(first);
-                self.work(job);
-            });
-        match spawned {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                self.threads.fetch_sub(1, Ordering::Relaxed);
-                eprintln!(
-                    "cancelctx: could not start a callback thread ({err}); the callback waits for a running one"
-                );
-                let job = cell.lock().take().expect("the thread never started");
-                Err(job)
-            }
+            .spawn(move || self.work());
+        if let Err(err) = spawned {
+            self.state.lock().threads -= 1;
+            eprintln!(
+                "cancelctx: could not start a callback thread ({err}); the callback waits for a running one"
+            );
         }
     }
 
-    fn work(&'static self, mut job: Option<Job>) {
-        /// Counts the thread out however it ends (even by a panic that
-        /// escaped every guard), so `threads` never counts a dead thread.
+    fn work(&'static self) {
+        /// Counts the thread out if it ends other than by retiring (a panic
+        /// that escaped every guard), so `threads` never counts a dead one.
         struct Exit(&'static Pool);
         impl Drop for Exit {
             fn drop(&mut self) {
-                // Relaxed: a soft limit and a statistic.
-                self.0.threads.fetch_sub(1, Ordering::Relaxed);
+                self.0.state.lock().threads -= 1;
             }
         }
-        let _exit = Exit(self);
+        let exit = Exit(self);
+        let mut state = self.state.lock();
         loop {
-            if let Some(job) = job.take() {
+            if let Some(job) = state.jobs.pop_front() {
+                drop(state);
                 self.run(job);
+                state = self.state.lock();
+                continue;
             }
-            // AcqRel: see # Protocol.
-            self.idle.fetch_add(1, Ordering::AcqRel);
-            match self.receiver.recv_timeout(KEEP_ALIVE) {
-                Ok(next) => job = Some(next),
-                Err(RecvTimeoutError::Timeout) => {
-                    let retired = self
-                        .idle
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                        .is_ok();
-                    if retired {
-                        return;
-                    }
-                    // A submitter claimed us: its job is on the way.
-                    job = self.receiver.recv().ok();
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
+            state.idle += 1;
+            let timed_out;
+            (state, timed_out) = self.queued.wait_for(state, self.keep_alive);
+            state.idle -= 1;
+            if timed_out && state.jobs.is_empty() {
+                state.threads -= 1;
+                std::mem::forget(exit);
+                return;
             }
         }
     }
@@ -168,8 +159,7 @@ impl Pool {
 
     /// Callback threads alive now.
     pub(crate) fn threads(&self) -> usize {
-        // Relaxed: a statistic.
-        self.threads.load(Ordering::Relaxed)
+        self.state.lock().threads
     }
 }
 
@@ -180,5 +170,85 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
         s
     } else {
         "<non-string panic payload>"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use super::*;
+
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// A pool of its own, with a small limit.
+    fn pool(max_threads: usize, keep_alive: Duration) -> &'static Pool {
+        Box::leak(Box::new(Pool::new(max_threads, keep_alive)))
+    }
+
+    fn spawned(pool: &Pool) -> usize {
+        pool.spawned.load(Ordering::Relaxed)
+    }
+
+    fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < PATIENCE, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A job queued at the thread limit, then every thread retired: a later
+    /// job still gets a thread. (Observed before the pool kept its counts
+    /// under its lock: the later job was handed to a thread that was gone.)
+    #[test]
+    fn regression_a_job_queued_at_the_limit_leaves_no_phantom_idle_thread() {
+        let pool = pool(1, Duration::from_millis(50));
+        let (release, gate) = mpsc::channel::<()>();
+        let (ran, done) = mpsc::channel();
+        let first = ran.clone();
+        pool.submit(Box::new(move || {
+            gate.recv().unwrap();
+            first.send("blocked").unwrap();
+        }));
+        let queued = ran.clone();
+        pool.submit(Box::new(move || queued.send("queued").unwrap()));
+        assert_eq!(pool.threads(), 1, "at its limit");
+        release.send(()).unwrap();
+        assert_eq!(done.recv_timeout(PATIENCE), Ok("blocked"));
+        assert_eq!(done.recv_timeout(PATIENCE), Ok("queued"));
+        eventually("the thread retires", || pool.threads() == 0);
+        pool.submit(Box::new(move || ran.send("later").unwrap()));
+        assert_eq!(done.recv_timeout(PATIENCE), Ok("later"));
+    }
+
+    /// A blocked job delays nobody: the next one gets a thread of its own;
+    /// an idle thread is reused rather than a new one started.
+    #[test]
+    fn a_blocked_job_delays_nobody_and_idle_threads_are_reused() {
+        let pool = pool(4, PATIENCE);
+        let (release, gate) = mpsc::channel::<()>();
+        pool.submit(Box::new(move || gate.recv().unwrap()));
+        let (ran, done) = mpsc::channel();
+        for n in 0..3 {
+            let ran = ran.clone();
+            pool.submit(Box::new(move || ran.send(n).unwrap()));
+            assert_eq!(done.recv_timeout(PATIENCE), Ok(n));
+            eventually("the thread waits again", || pool.state.lock().idle == 1);
+        }
+        assert_eq!(spawned(pool), 2, "one blocked, one reused three times");
+        release.send(()).unwrap();
+    }
+
+    /// A panicking callback is counted, and its thread runs the next one.
+    #[test]
+    fn a_panicking_job_is_counted_and_its_thread_lives_on() {
+        let pool = pool(1, PATIENCE);
+        pool.submit(Box::new(|| panic!("callback panics")));
+        let (ran, done) = mpsc::channel();
+        pool.submit(Box::new(move || ran.send(()).unwrap()));
+        assert_eq!(done.recv_timeout(PATIENCE), Ok(()));
+        assert_eq!((pool.panicked(), spawned(pool)), (1, 1));
     }
 }

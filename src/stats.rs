@@ -19,7 +19,7 @@ pub struct Stats {
 }
 
 /// A snapshot of the crate's background machinery: the timer thread and the
-/// callback pool. Cheap: a few atomic loads and one short lock.
+/// callback pool. Cheap: a few atomic loads and short locks.
 ///
 /// ```
 /// use std::time::Duration;

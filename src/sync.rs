@@ -110,6 +110,23 @@ impl Condvar {
         self.0.wait(guard).unwrap_or_else(|e| e.into_inner())
     }
 
+    /// [`wait`](Condvar::wait), for at most `timeout`; `true` if it timed
+    /// out. (The callback pool's, which loom models do not run.)
+    #[cfg(not(loom))]
+    pub(crate) fn wait_for<'a, T>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        timeout: std::time::Duration,
+    ) -> (MutexGuard<'a, T>, bool) {
+        let timed_out = self.0.wait_for(&mut guard, timeout).timed_out();
+        (guard, timed_out)
+    }
+
+    #[cfg(not(loom))]
+    pub(crate) fn notify_one(&self) {
+        self.0.notify_one();
+    }
+
     pub(crate) fn notify_all(&self) {
         self.0.notify_all();
     }
