@@ -261,17 +261,18 @@ impl<'a> Group<'a> {
     fn record(&mut self, outcome: Outcome) {
         match outcome {
             Ok(Ok(())) => {}
+            // Recorded before the cancel: a waker it wakes may panic into
+            // this poll, and the group must still report the first failure.
             Ok(Err(err)) => {
                 if self.first_err.is_none() {
-                    self.shared.guard.cancel_with_cause(err.clone());
-                    self.first_err = Some(err);
+                    self.first_err = Some(err.clone());
+                    self.shared.guard.cancel_with_cause(err);
                 }
             }
             Err(payload) => {
-                self.shared
-                    .guard
-                    .cancel_with_cause(panic_cause("group member", &*payload));
+                let cause = panic_cause("group member", &*payload);
                 self.panic.get_or_insert(payload);
+                self.shared.guard.cancel_with_cause(cause);
             }
         }
     }

@@ -105,8 +105,16 @@ impl Shared {
 
     /// Records how a member ended, cancels on its failure, then releases its
     /// place: canceling first means a waiter never sees the group finished
-    /// before its context carries the cause.
+    /// before its context carries the cause. The place is released even if
+    /// the cancel (a waker it wakes) or a payload's `Drop` panics.
     fn finish(&self, outcome: Outcome) {
+        struct Release<'a>(&'a Shared);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.release();
+            }
+        }
+        let _release = Release(self);
         let (cancel_with, unused_payload) = {
             let mut state = self.state.lock();
             let first_failure = !state.failed;
@@ -136,7 +144,6 @@ impl Shared {
         if let Some(cause) = cancel_with {
             self.guard.cancel_with_cause(cause);
         }
-        self.release();
     }
 
     fn wait(&self) -> Result<(), Cause> {
