@@ -116,6 +116,22 @@ impl FusedFuture for Done {
     }
 }
 
+impl Done {
+    /// The context's error now, for a caller that has just read the clock
+    /// (`now`): ends the context first if its deadline has passed and the
+    /// timer thread has not fired it yet. Does not register a waker.
+    pub(crate) fn err_at(&self, now: Instant) -> Option<Error> {
+        match &self.state {
+            DoneState::Never => None,
+            DoneState::Ended(err) => Some(*err),
+            DoneState::Waiting(waiter) => {
+                expiry::expire_if_passed(&waiter.node, now);
+                waiter.node.err()
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Done {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (err, listening) = match &self.state {

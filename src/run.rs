@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 use futures_core::future::FusedFuture;
@@ -111,7 +111,8 @@ impl<S: Stream> FusedStream for RunStream<S> {
 }
 
 /// Future returned by [`Context::sleep`]: `Ok(())` after the duration,
-/// `Err` as soon as the context ends first.
+/// `Err` as soon as the context ends first (a context deadline before the
+/// sleep's end counts even if the timer thread has not fired it yet).
 ///
 /// Driven by the crate's timer thread, not by any runtime's timer, so it
 /// works on every executor and wakes on time when executors are busy.
@@ -140,7 +141,12 @@ impl Future for Sleep {
         let result = if let Poll::Ready(err) = Pin::new(&mut this.done).poll(cx) {
             Err(err)
         } else if Pin::new(&mut this.timer).poll(cx).is_ready() {
-            Ok(())
+            // The sleep is over: if the context's deadline came first and
+            // the timer thread has not fired it yet, the context wins.
+            match this.done.err_at(Instant::now()) {
+                Some(err) => Err(err),
+                None => Ok(()),
+            }
         } else {
             return Poll::Pending;
         };

@@ -34,6 +34,7 @@ fn deadlines_fire_when_the_timer_thread_is_stuck() {
 
     blocking_waiters_fire_their_deadline();
     observers_fire_their_deadline();
+    an_async_sleep_sees_the_deadline_before_its_end();
 
     release.send(()).unwrap();
 }
@@ -193,4 +194,31 @@ fn observers_fire_their_deadline() {
     for s in spinners {
         assert_eq!(s.join().unwrap(), Some(Error::DeadlineExceeded));
     }
+}
+
+/// An async `ctx.sleep` polled once both the context's deadline and, later,
+/// the sleep's own end have passed: the context's end wins, as it does for
+/// `sleep_blocking`. Polled on a fresh thread whose one clock-reading check
+/// goes to another context first, so the `Done` inside the sleep does not
+/// read the clock: the sleep's own look is what is tested.
+fn an_async_sleep_sees_the_deadline_before_its_end() {
+    let (ctx, _g) = Context::background().with_timeout(Duration::from_millis(5));
+    let sleep = ctx.sleep(Duration::from_millis(10));
+    sleep_past_deadline(&ctx);
+    thread::sleep(Duration::from_millis(10));
+    let result = thread::spawn(move || {
+        let (other, _g) = Context::background().with_timeout(Duration::from_secs(3600));
+        assert!(!other.is_done());
+        let mut sleep = pin!(sleep);
+        match sleep
+            .as_mut()
+            .poll(&mut TaskContext::from_waker(Waker::noop()))
+        {
+            Poll::Ready(result) => result,
+            Poll::Pending => panic!("a sleep whose end has passed is pending"),
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(result, Err(Error::DeadlineExceeded));
 }
