@@ -226,9 +226,14 @@ impl Aftermath {
                 run_caught(&mut panic, || observe::ended(node, err, *how, cause));
             }
         }
-        // Dropping the rest now may drop nodes and, through them, user values.
-        drop(self.nodes);
-        drop(self.old_causes);
+        // Dropping the rest now may drop nodes and, through them, user
+        // values: one at a time, so two panicking `Drop`s do not abort.
+        for node in self.nodes {
+            run_caught(&mut panic, move || drop(node));
+        }
+        for cause in self.old_causes {
+            run_caught(&mut panic, move || drop(cause));
+        }
         if let Some(payload) = panic {
             resume_unwind(payload);
         }
@@ -253,12 +258,16 @@ fn wake_all(wakers: impl IntoIterator<Item = Waker>) -> Option<Box<dyn Any + Sen
     panic
 }
 
-/// Runs `f`, user code (a waker, an `observe` hook), keeping its panic in
-/// `panic` unless one is there already: the first is resumed once all work is
-/// done.
+/// Runs `f`, user code (a waker, an `observe` hook, a user value's `Drop`),
+/// keeping its panic in `panic` unless one is there already: the first is
+/// resumed once all work is done. A later payload is forgotten, not dropped
+/// (its own `Drop` is user code that may panic too).
 fn run_caught(panic: &mut Option<Box<dyn Any + Send>>, f: impl FnOnce()) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-        panic.get_or_insert(payload);
+        match panic {
+            None => *panic = Some(payload),
+            Some(_) => std::mem::forget(payload),
+        }
     }
 }
 
@@ -609,7 +618,7 @@ impl CancelNode {
             }
             let mut panic = wake_all(wakers(drained.children));
             run_caught(&mut panic, || observe::ended(self, err, how, &cause));
-            drop(drained.old_cause);
+            run_caught(&mut panic, move || drop(drained.old_cause));
             if let Some(payload) = panic {
                 resume_unwind(payload);
             }

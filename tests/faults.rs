@@ -758,6 +758,28 @@ fn regression_deadline_cause_whose_drop_panics_is_dropped_after_the_walk() {
     deadlines_still_fire();
 }
 
+/// Two replaced causes whose `Drop` panics, in one walk: the first panic
+/// reaches the canceller, the second is contained (dropping them together
+/// aborted the process: a panic in a destructor during unwinding).
+#[test]
+fn two_deadline_causes_whose_drop_panics_in_one_walk() {
+    let (parent, guard) = Context::background().with_cancel();
+    let (first, second) = (witness(), witness());
+    let (a, _ga) = timeout_with_cause(&parent, PanicOnDrop(first.clone()));
+    let (b, _gb) = timeout_with_cause(&parent, PanicOnDrop(second.clone()));
+    let result = within("cancel parent", move || {
+        catch_unwind(AssertUnwindSafe(|| guard.cancel()))
+    });
+    assert_eq!(panic_message(&*result.unwrap_err()), "value drop panics");
+    assert!(seen_on(&first).is_some() && seen_on(&second).is_some());
+    assert_eq!(
+        (a.err(), b.err()),
+        (Some(Error::Canceled), Some(Error::Canceled))
+    );
+    assert_eq!(parent.child_count(), 0);
+    deadlines_still_fire();
+}
+
 /// Observed before the fix: the replaced cause's `Drop` ran mid-walk, so one
 /// that cancels an ancestor the walk has marked but not finished waited for
 /// its own thread's walk: a deadlock.
