@@ -366,14 +366,23 @@ impl Timer {
         let shared = self.shared();
         loop {
             if claimed {
-                match spawn(Arc::clone(&self.handle.shared)) {
-                    Ok(()) => return shared.spawned(),
-                    Err(err) => {
+                // A spawn that unwinds gives the job back too, or the
+                // schedules waiting for it would wait forever.
+                let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    spawn(Arc::clone(&self.handle.shared))
+                }));
+                match spawned {
+                    Ok(Ok(())) => return shared.spawned(),
+                    Ok(Err(err)) => {
                         drop(shared.abort_spawn(key));
                         panic!(
                             "cancelctx-timer: failed to spawn the `{}` thread: {err}",
                             driver::THREAD_NAME
                         );
+                    }
+                    Err(payload) => {
+                        drop(shared.abort_spawn(key));
+                        std::panic::resume_unwind(payload);
                     }
                 }
             }
@@ -641,5 +650,38 @@ mod tests {
         );
         let stats = timer.stats();
         assert_eq!((stats.armed, stats.scheduled, stats.fired), (0, 1, 1));
+    }
+
+    /// A claimer whose spawn unwinds (injected: the spawn function panics)
+    /// gives the job back: a later schedule spawns the thread instead of
+    /// waiting forever for `Spawning` to end.
+    #[test]
+    fn a_claimer_that_panics_mid_spawn_does_not_hang_later_schedules() {
+        let timer = Timer::new();
+        let claimer = {
+            let timer = timer.clone();
+            thread::spawn(move || {
+                catch_unwind(AssertUnwindSafe(|| {
+                    timer.insert_spawning_with(
+                        Instant::now(),
+                        Callback::Func(Box::new(|| {})),
+                        |_| panic!("injected panic inside the spawn"),
+                    )
+                }))
+            })
+        };
+        assert!(claimer.join().unwrap().is_err(), "the claimer panicked");
+        let (done_tx, done_rx) = mpsc::channel();
+        let later = timer.clone();
+        thread::spawn(move || {
+            let entry = later.schedule(Instant::now(), || {});
+            done_tx.send(()).unwrap();
+            drop(entry);
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "a later schedule is still spinning after 5 s (mode stuck at {:?})",
+            timer.shared().mode()
+        );
     }
 }
