@@ -145,11 +145,14 @@ pub(crate) enum Protocol {
 }
 
 impl Protocol {
-    /// The protocol of a request with these headers.
+    /// The protocol of a request with these headers: gRPC if any
+    /// `content-type` value is (as grpc-go decides: a peer that reads the
+    /// request as gRPC must find its `grpc-timeout` bounded).
     pub(crate) fn of(headers: &HeaderMap) -> Protocol {
         let grpc = headers
-            .get(CONTENT_TYPE)
-            .is_some_and(|value| value.as_bytes().starts_with(GRPC_CONTENT_TYPE.as_bytes()));
+            .get_all(CONTENT_TYPE)
+            .iter()
+            .any(|value| value.as_bytes().starts_with(GRPC_CONTENT_TYPE.as_bytes()));
         if grpc { Protocol::Grpc } else { Protocol::Http }
     }
 
@@ -285,6 +288,9 @@ mod tests {
         assert_eq!(Protocol::of(&headers), Protocol::Grpc);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         assert_eq!(Protocol::of(&headers), Protocol::Http);
+        // Several values: gRPC if any is.
+        headers.append(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        assert_eq!(Protocol::of(&headers), Protocol::Grpc);
     }
 
     #[test]
