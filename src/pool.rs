@@ -101,9 +101,9 @@ impl Pool {
             .spawn(move || self.work());
         if let Err(err) = spawned {
             self.state.lock().threads -= 1;
-            eprintln!(
+            report(format_args!(
                 "cancelctx: could not start a callback thread ({err}); the callback waits for a running one"
-            );
+            ));
         }
     }
 
@@ -141,10 +141,10 @@ impl Pool {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(job)) {
             // Relaxed: a statistic.
             self.panicked.fetch_add(1, Ordering::Relaxed);
-            eprintln!(
+            report(format_args!(
                 "cancelctx: an after_func callback panicked: {}",
                 panic_message(&*payload)
-            );
+            ));
             // The payload is user data too: a panic in its `Drop` must not
             // take the thread down.
             let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
@@ -161,6 +161,13 @@ impl Pool {
     pub(crate) fn threads(&self) -> usize {
         self.state.lock().threads
     }
+}
+
+/// Writes a line to stderr as `eprintln!` does, but never panics: a closed
+/// stderr must not stop a cancel (which submits) or kill a pool thread.
+fn report(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }
 
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
