@@ -20,6 +20,10 @@
 //! (Counting idle threads outside the lock let a job queued at the limit
 //! leave the count one too high for good, after which a callback could be
 //! handed to a thread that no longer existed.)
+//!
+//! If the OS refuses a thread, the job waits for a running one, and a retry
+//! is scheduled on the timer thread (10 ms, doubling to 1 s while refusals
+//! go on): with no pool thread left, nothing else would start one.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -36,12 +40,21 @@ pub(crate) const MAX_THREADS: usize = 256;
 
 pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// Starts a named thread running the body (tests inject refusals).
+type Spawner = fn(String, Box<dyn FnOnce() + Send + 'static>) -> std::io::Result<()>;
+
+/// The first wait before retrying a thread the OS refused, doubled on each
+/// refusal in a row up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(10);
+const MAX_RETRY: Duration = Duration::from_secs(1);
+
 pub(crate) struct Pool {
     state: Mutex<State>,
     /// Idle threads wait here for a job.
     queued: Condvar,
     max_threads: usize,
     keep_alive: Duration,
+    spawner: Spawner,
     spawned: AtomicUsize,
     panicked: AtomicUsize,
 }
@@ -52,6 +65,10 @@ struct State {
     threads: usize,
     /// Threads waiting on `queued`.
     idle: usize,
+    /// A retry of a refused thread start is scheduled.
+    retry_pending: bool,
+    /// How long the next retry waits.
+    retry_after: Duration,
 }
 
 impl Pool {
@@ -66,10 +83,13 @@ impl Pool {
                 jobs: VecDeque::new(),
                 threads: 0,
                 idle: 0,
+                retry_pending: false,
+                retry_after: FIRST_RETRY,
             }),
             queued: Condvar::new(),
             max_threads,
             keep_alive,
+            spawner: spawn_std,
             spawned: AtomicUsize::new(0),
             panicked: AtomicUsize::new(0),
         }
@@ -92,19 +112,53 @@ impl Pool {
     }
 
     /// Starts a thread, already counted in `threads`; it takes the next
-    /// queued job. If the OS refuses, the job waits for a running thread.
+    /// queued job. If the OS refuses, the job waits for a running thread, and
+    /// a retry is scheduled on the timer thread (with a backoff), so it does
+    /// not wait forever when no pool thread is left.
     fn spawn(&'static self) {
         // Relaxed: only names threads.
         let n = self.spawned.fetch_add(1, Ordering::Relaxed);
-        let spawned = std::thread::Builder::new()
-            .name(format!("cancelctx-callback-{n}"))
-            .spawn(move || self.work());
-        if let Err(err) = spawned {
-            self.state.lock().threads -= 1;
-            report(format_args!(
-                "cancelctx: could not start a callback thread ({err}); the callback waits for a running one"
-            ));
+        let spawned = (self.spawner)(
+            format!("cancelctx-callback-{n}"),
+            Box::new(move || self.work()),
+        );
+        let mut state = self.state.lock();
+        let Err(err) = spawned else {
+            state.retry_after = FIRST_RETRY;
+            return;
+        };
+        state.threads -= 1;
+        if state.retry_pending {
+            return;
         }
+        state.retry_pending = true;
+        let after = state.retry_after;
+        state.retry_after = (after * 2).min(MAX_RETRY);
+        drop(state);
+        report(format_args!(
+            "cancelctx: could not start a callback thread ({err}); the callback waits for a running one, or a retry in {after:?}"
+        ));
+        // The timer's first schedule may itself need a thread, and panics if
+        // the OS refuses it: then no retry is possible, only later submits.
+        let at = std::time::Instant::now() + after;
+        let scheduled = catch_unwind(AssertUnwindSafe(|| {
+            cancelctx_timer::Timer::global().schedule(at, move || self.retry())
+        }));
+        if scheduled.is_err() {
+            self.state.lock().retry_pending = false;
+        }
+    }
+
+    /// Starts the thread a refused start owed, if queued jobs still need it.
+    fn retry(&'static self) {
+        let mut state = self.state.lock();
+        state.retry_pending = false;
+        if state.jobs.len() <= state.idle || state.threads >= self.max_threads {
+            return;
+        }
+        state.threads += 1;
+        drop(state);
+        self.spawn();
     }
 
     fn work(&'static self) {
@@ -146,8 +200,16 @@ impl Pool {
                 panic_message(&*payload)
             ));
             // The payload is user data too: a panic in its `Drop` must not
-            // take the thread down.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            // take the thread down, nor the payload of that panic, and so on
+            // (a few rounds; then it is forgotten).
+            let mut payload = payload;
+            for _ in 0..4 {
+                match catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                    Ok(()) => return,
+                    Err(next) => payload = next,
+                }
+            }
+            std::mem::forget(payload);
         }
     }
 
@@ -161,6 +223,11 @@ impl Pool {
     pub(crate) fn threads(&self) -> usize {
         self.state.lock().threads
     }
+}
+
+/// The real [`Spawner`].
+fn spawn_std(name: String, body: Box<dyn FnOnce() + Send + 'static>) -> std::io::Result<()> {
+    std::thread::Builder::new().name(name).spawn(body).map(drop)
 }
 
 /// Writes a line to stderr as `eprintln!` does, but never panics: a closed
@@ -257,5 +324,57 @@ mod tests {
         pool.submit(Box::new(move || ran.send(()).unwrap()));
         assert_eq!(done.recv_timeout(PATIENCE), Ok(()));
         assert_eq!((pool.panicked(), spawned(pool)), (1, 1));
+    }
+
+    static REFUSALS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Refuses the next [`REFUSALS`] thread starts.
+    fn refusing(name: String, body: Box<dyn FnOnce() + Send + 'static>) -> std::io::Result<()> {
+        if REFUSALS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(std::io::Error::other("injected refusal"));
+        }
+        spawn_std(name, body)
+    }
+
+    /// The OS refuses the thread a job needs while no pool thread is alive:
+    /// the job still runs, once a retry (here the second) gets a thread.
+    /// (Observed before the retries: it waited for a later submit, forever.)
+    #[test]
+    fn regression_a_refused_thread_is_retried_when_none_is_left() {
+        REFUSALS.store(2, Ordering::SeqCst);
+        let pool: &'static Pool = Box::leak(Box::new(Pool {
+            spawner: refusing,
+            ..Pool::new(4, PATIENCE)
+        }));
+        let (ran, done) = mpsc::channel();
+        pool.submit(Box::new(move || ran.send(()).unwrap()));
+        assert_eq!(done.recv_timeout(PATIENCE), Ok(()));
+        assert_eq!(REFUSALS.load(Ordering::SeqCst), 0);
+        assert_eq!(spawned(pool), 3, "refused, refused again, started");
+        assert!(!pool.state.lock().retry_pending);
+    }
+
+    /// A payload whose `Drop` panics with a payload whose `Drop` panics
+    /// does not end the thread: the job queued behind it at the thread
+    /// limit still runs.
+    #[test]
+    fn regression_nested_panicking_payloads_do_not_end_the_thread() {
+        struct Bomb(u32);
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                if self.0 > 0 {
+                    std::panic::panic_any(Bomb(self.0 - 1));
+                }
+            }
+        }
+        let pool = pool(1, PATIENCE);
+        pool.submit(Box::new(|| std::panic::panic_any(Bomb(2))));
+        let (ran, done) = mpsc::channel();
+        pool.submit(Box::new(move || ran.send(()).unwrap()));
+        assert_eq!(done.recv_timeout(PATIENCE), Ok(()));
+        assert_eq!(spawned(pool), 1);
     }
 }
