@@ -101,7 +101,7 @@ fn deadline_ends_it() {
         (Error::DeadlineExceeded, Error::DeadlineExceeded)
     );
     for woke in [task_woke, thread_woke] {
-        assert!(woke >= Duration::from_millis(30) && woke < Duration::from_millis(500));
+        assert!(woke >= Duration::from_millis(30) && woke < Duration::from_secs(5));
     }
 }
 
@@ -114,7 +114,7 @@ fn main() {
     guard.cancel_with_cause(Cause::msg("done"));
     assert_eq!(futures::executor::block_on(ctx.done()), ctx.wait_done());
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(9),
         "took {:?}",
         started.elapsed()
     );

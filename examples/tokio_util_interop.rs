@@ -40,7 +40,7 @@ async fn context_drives_token() {
         took.as_secs_f64() * 1e3
     );
     assert_eq!(request.err(), Some(Error::DeadlineExceeded));
-    assert!(took >= Duration::from_millis(30) && took < Duration::from_millis(500));
+    assert!(took >= Duration::from_millis(30) && took < Duration::from_secs(5));
     drop(linked); // nothing left registered in `request`
     assert_eq!(request.child_count(), 0);
 }
@@ -84,7 +84,7 @@ fn main() {
         token_drives_context().await;
     });
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(9),
         "took {:?}",
         started.elapsed()
     );

@@ -114,12 +114,12 @@ fn main() {
             "never before the deadline: {shift:?}"
         );
         assert!(
-            shift.stopped_at < deadline + Duration::from_millis(500),
+            shift.stopped_at < deadline + Duration::from_secs(5),
             "{shift:?}"
         );
     }
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(9),
         "took {:?}",
         started.elapsed()
     );

@@ -827,7 +827,10 @@ fn reenter(guard_x: CancelGuard, ran: mpsc::Sender<&'static str>) -> Reentry {
     let (c2, _g2) = c.with_cancel();
     let c3 = c2.with_value(7u32);
     let created_live = !c.is_done() && !c3.is_done() && c.child_count() == 1;
-    let stopped = c3.after_func(|| panic!("this callback was stopped"));
+    let stopped = {
+        let ran = ran.clone();
+        c3.after_func(move || ran.send("a stopped after_func").unwrap())
+    };
     let started = {
         let ran = ran.clone();
         c3.after_func(move || ran.send("after_func").unwrap())
@@ -841,10 +844,13 @@ fn reenter(guard_x: CancelGuard, ran: mpsc::Sender<&'static str>) -> Reentry {
         && c2.child_count() == 0;
     let stop_after_start = started.stop();
     guard_x.cancel();
-    let far = Timer::global().schedule(Instant::now() + Duration::from_secs(3600), || {
-        panic!("this timer entry was canceled")
-    });
-    let nested_timer_canceled = far.cancel();
+    let soon = {
+        let ran = ran.clone();
+        Timer::global().schedule(Instant::now() + Duration::from_millis(20), move || {
+            ran.send("a canceled timer entry").unwrap()
+        })
+    };
+    let nested_timer_canceled = soon.cancel();
     let _now = Timer::global().schedule(Instant::now(), move || ran.send("nested timer").unwrap());
     let (short, guard_short) = Context::background().with_timeout(Duration::from_millis(1));
     guard_short.detach();
@@ -892,6 +898,10 @@ fn check_reentry(report: Reentry, thread_prefix: &str, ran: &mpsc::Receiver<&'st
     ];
     seen.sort_unstable();
     assert_eq!(seen, ["after_func", "nested timer"]);
+    // The stopped callback and the canceled entry (due 20 ms after it was
+    // made) never run: nothing arrives (or every sender is gone).
+    let extra = ran.recv_timeout(Duration::from_millis(200));
+    assert!(extra.is_err(), "{:?} ran", extra.unwrap());
     assert_eq!(
         report.short.wait_done_timeout(PATIENCE),
         Some(Error::DeadlineExceeded),

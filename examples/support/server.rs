@@ -181,11 +181,11 @@ pub(crate) async fn serve_demo_traffic(
     assert_eq!(crunch.result, Err(Error::DeadlineExceeded));
     assert!(crunch.took >= Duration::from_millis(30), "never early");
     assert!(
-        crunch.took < Duration::from_millis(500),
+        crunch.took < Duration::from_secs(5),
         "CPU work stopped at its deadline"
     );
     assert_eq!(backend.result, Err(Error::DeadlineExceeded));
-    assert!(backend.took >= Duration::from_millis(40) && backend.took < Duration::from_millis(500));
+    assert!(backend.took >= Duration::from_millis(40) && backend.took < Duration::from_secs(5));
     assert_eq!(shut.result, Err(Error::Canceled));
     assert_eq!(shut.cause.as_deref(), Some("server shutting down"));
     assert_eq!(
@@ -194,7 +194,7 @@ pub(crate) async fn serve_demo_traffic(
         "every request's context was released"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(9),
         "took {:?}",
         started.elapsed()
     );
