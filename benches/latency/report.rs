@@ -8,7 +8,8 @@ use super::{
     TOKIO_SLEEP, WAIT_DONE,
 };
 
-/// One measured row: sorted samples in µs (`INFINITY` = capped).
+/// One measured row: sorted samples in µs (`INFINITY` = capped, negative =
+/// before the deadline).
 pub(crate) struct Measured {
     name: &'static str,
     condition: Condition,
@@ -49,6 +50,11 @@ impl Measured {
         self.samples.iter().filter(|s| s.is_infinite()).count()
     }
 
+    /// Samples that ran before their deadline.
+    fn early(&self) -> usize {
+        self.samples.iter().filter(|&&s| s < 0.0).count()
+    }
+
     fn stats(&self) -> [f64; 4] {
         [self.pct(50.0), self.pct(90.0), self.pct(99.0), self.max()]
     }
@@ -84,7 +90,7 @@ pub(crate) fn print_table(rows: &[Measured]) {
             }
             let [p50, p90, p99, max] = r.stats().map(cell);
             let capped = r.capped();
-            let note = if capped > 0 {
+            let mut note = if capped > 0 {
                 format!(
                     "  capped: {capped}/{} samples >= {:.0} µs",
                     r.samples.len(),
@@ -93,6 +99,14 @@ pub(crate) fn print_table(rows: &[Measured]) {
             } else {
                 String::new()
             };
+            if r.early() > 0 {
+                let _ = write!(
+                    note,
+                    "  EARLY: {}/{} samples before the deadline",
+                    r.early(),
+                    r.samples.len()
+                );
+            }
             let others = r
                 .others
                 .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}"));
@@ -207,13 +221,32 @@ pub(crate) fn print_goals(rows: &[Measured]) {
             verdict(t.capped() == t.samples.len())
         );
     }
+    let ours: Vec<&Measured> = rows
+        .iter()
+        .filter(|r| r.name.starts_with("cancelctx"))
+        .collect();
+    let early: Vec<String> = ours
+        .iter()
+        .filter(|r| r.early() > 0)
+        .map(|r| format!("{} ({}/{})", r.name, r.early(), r.samples.len()))
+        .collect();
+    println!(
+        "  never early: {} cancelctx rows, samples before their deadline: {}: {}",
+        ours.len(),
+        if early.is_empty() {
+            "none".to_owned()
+        } else {
+            early.join(", ")
+        },
+        verdict(early.is_empty())
+    );
 }
 
 /// Writes `latency.csv`, `latency_samples.csv` and `latency.svg` into `dir`.
 pub(crate) fn write_files(dir: &Path, rows: &[Measured]) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut table = String::from(
-        "condition,waiter,samples,p50_us,p90_us,p99_us,max_us,capped_samples,others_cores\n",
+        "condition,waiter,samples,p50_us,p90_us,p99_us,max_us,capped_samples,early_samples,others_cores\n",
     );
     let mut raw = String::from("condition,waiter,lateness_us\n");
     for r in rows {
@@ -223,11 +256,12 @@ pub(crate) fn write_files(dir: &Path, rows: &[Measured]) -> std::io::Result<Vec<
             .map(|v| if v.is_infinite() { cap_us() } else { v });
         let _ = writeln!(
             table,
-            "{},\"{}\",{},{p50:.1},{p90:.1},{p99:.1},{max:.1},{},{}",
+            "{},\"{}\",{},{p50:.1},{p90:.1},{p99:.1},{max:.1},{},{},{}",
             r.condition.key(),
             r.name,
             r.samples.len(),
             r.capped(),
+            r.early(),
             r.others.map_or_else(String::new, |c| format!("{c:.2}"))
         );
         for s in &r.samples {
@@ -419,11 +453,14 @@ fn svg(rows: &[Measured]) -> String {
             );
             let ly = y0 + 6.0 + LEGEND_DY * i as f64;
             let [p50, _, p99, _] = r.stats().map(cell);
-            let capped = if r.capped() > 0 {
+            let mut capped = if r.capped() > 0 {
                 format!(", {}/{} capped", r.capped(), r.samples.len())
             } else {
                 String::new()
             };
+            if r.early() > 0 {
+                let _ = write!(capped, ", {}/{} early", r.early(), r.samples.len());
+            }
             let _ = writeln!(
                 body,
                 r#"<line x1="{LEGEND_X}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" {}/><text x="{:.1}" y="{:.1}" font-size="11">{} (p50 {p50}, p99 {p99} µs{capped})</text>"#,

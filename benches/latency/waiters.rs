@@ -43,11 +43,14 @@ impl Plan {
     }
 }
 
+/// µs from `deadline` to now: negative if the waiter ran before its deadline
+/// (counted and reported as early, never clipped to zero).
 pub(crate) fn lateness_us(deadline: Instant) -> f64 {
-    Instant::now()
-        .saturating_duration_since(deadline)
-        .as_secs_f64()
-        * 1e6
+    let now = Instant::now();
+    match now.checked_duration_since(deadline) {
+        Some(late) => late.as_secs_f64() * 1e6,
+        None => -(deadline - now).as_secs_f64() * 1e6,
+    }
 }
 
 // ---------------------------------------------------------------------------
