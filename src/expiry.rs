@@ -9,8 +9,9 @@
 //! - a thread blocked in `wait_done` wakes at the deadline by its own timed
 //!   park ([`park_toward`]);
 //! - a thread that checks a context ([`Context::err`](crate::Context::err),
-//!   `is_done`, `cause`, `remaining`, a `Done` poll) reads the clock now and
-//!   then ([`observe`]): a worker spinning on `is_done()` sees its deadline
+//!   `is_done`, `cause`, a `Done` poll) reads the clock now and then
+//!   ([`observe`]; `remaining` reads it on every call, and fires through
+//!   [`expire_if_passed`]): a worker spinning on `is_done()` sees its deadline
 //!   within 16 checks of it, whether or not the timer thread has run. (A
 //!   woken thread does not always preempt a spinning one at once, so on a
 //!   machine busy with such loops this is the difference between

@@ -70,9 +70,9 @@
 //!   not yet;
 //! - a thread that checks a live context with a deadline
 //!   ([`err`](Context::err), [`is_done`](Context::is_done),
-//!   [`cause`](Context::cause), [`remaining`](Context::remaining), or a poll
-//!   of [`done`](Context::done)) reads the clock once every 16 such checks,
-//!   and does the same if the deadline has passed. A CPU-bound loop that
+//!   [`cause`](Context::cause), or a poll of [`done`](Context::done)) reads
+//!   the clock once every 16 such checks ([`remaining`](Context::remaining)
+//!   on every call), and does the same if the deadline has passed. A CPU-bound loop that
 //!   checks `is_done()` sees its deadline within 16 iterations, even when
 //!   every core is busy and the timer thread cannot run.
 //!

@@ -1,8 +1,8 @@
 //! Seeing what the tree does: counters (always on, for [`stats()`]), and the
 //! optional `metrics` and `tracing` facades.
 //!
-//! Every hook is called by `node.rs` at one place: creation, end, deadline
-//! fire. Without the features, a hook is one increment of a counter in the
+//! Every hook is called only from `node.rs`: at creation, at each way a
+//! context ends, and when a deadline fires. Without the features, a hook is one increment of a counter in the
 //! calling thread's own shard: a plain load and store (the thread is its
 //! only writer), no locked instruction and no cache line shared between
 //! threads.

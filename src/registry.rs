@@ -4,8 +4,8 @@
 //! contexts.
 //!
 //! Each cancelable context enters a sharded registry when created and leaves
-//! it when dropped: two short, rarely contended lock acquisitions per
-//! context, which is why this is a feature (see `docs/benchmarks.md` for the
+//! it when dropped: two short, rarely contended lock acquisitions on entry
+//! and two on exit, which is why this is a feature (see `docs/benchmarks.md` for the
 //! cost). Only cancelable contexts (`with_cancel`, `with_timeout`,
 //! `with_deadline`) are registered: value links own no resources.
 //!

@@ -21,8 +21,9 @@
 //!
 //! # Protocols
 //!
-//! A request is a **gRPC** request when its `content-type` starts with
-//! `application/grpc` (this includes `application/grpc+proto` and gRPC-Web);
+//! A request is a **gRPC** request when its `content-type` (any of its
+//! values) starts with `application/grpc` (this includes
+//! `application/grpc+proto` and gRPC-Web);
 //! any other request (Connect unary, plain HTTP) uses the Connect header.
 //!
 //! | | gRPC | other |

@@ -46,8 +46,8 @@
 //!   their heap position (O(log n) removal) and are reused through a free
 //!   list. An entry's key is its slot plus a never-reused sequence number, so
 //!   stale keys are harmless. A heap node is 16 bytes (the deadline as
-//!   nanoseconds from a base far in the past, the slot, the sequence's low
-//!   bits); a slot with its callback, 40.
+//!   nanoseconds from a base far in the past, the slot, the low 32 bits of
+//!   the insertion count); a slot with its callback, 40.
 //! * **Shards.** A threaded timer has several such queues (twice the
 //!   available parallelism, a power of two, at most 8), each behind its own
 //!   lock on its own cache line; a manual timer has one. A thread always
