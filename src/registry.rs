@@ -193,6 +193,8 @@ impl fmt::Display for Snapshot {
             let parent = c.parent.filter(|p| ids.contains_key(p));
             children.entry(parent).or_default().push(i);
         }
+        /// Levels indented; deeper ones say their depth.
+        const MAX_INDENT: usize = 32;
         writeln!(f, "{} live context(s):", self.contexts.len())?;
         // Depth-first with an explicit stack: no recursion on deep trees.
         let mut stack: Vec<(usize, usize)> = children
@@ -204,7 +206,13 @@ impl fmt::Display for Snapshot {
             .collect();
         while let Some((i, depth)) = stack.pop() {
             let c = &self.contexts[i];
-            write!(f, "{:indent$}#{} {}", "", c.id, c.kind, indent = depth * 2)?;
+            // Indented by depth up to a cap (a width is a `u16`, and a
+            // million-deep chain must not print a quadratic listing).
+            write!(f, "{:indent$}", "", indent = depth.min(MAX_INDENT) * 2)?;
+            if depth > MAX_INDENT {
+                write!(f, "[depth {depth}] ")?;
+            }
+            write!(f, "#{} {}", c.id, c.kind)?;
             if let Some(name) = &c.name {
                 write!(f, " {name:?}")?;
             }
@@ -286,7 +294,10 @@ impl LeakCheck {
     #[track_caller]
     pub fn assert_clean(&self) {
         if let Err(leaked) = self.check() {
-            panic!("contexts leaked:\n{leaked}");
+            // Formatted before panicking: a panic while formatting the panic
+            // message would abort.
+            let listing = leaked.to_string();
+            panic!("contexts leaked:\n{listing}");
         }
     }
 }

@@ -71,3 +71,32 @@ fn snapshot_is_a_tree_with_waiters() {
         .check_within(Duration::from_secs(10))
         .unwrap_or_else(|leaked| panic!("{leaked}"));
 }
+
+/// A leaked chain deeper than a format width can indent (a `u16`) is listed,
+/// deep lines saying their depth, and `assert_clean` reports it with an
+/// ordinary panic. (Observed before: formatting panicked past depth 32 767,
+/// and `assert_clean`, formatting inside its panic, aborted the process.)
+#[test]
+fn regression_a_deep_leaked_chain_is_listed_and_reported() {
+    let _serial = serial();
+    let check = LeakCheck::start();
+    let mut ctx = Context::background();
+    let mut guards = Vec::new();
+    for _ in 0..40_000 {
+        let (child, guard) = ctx.with_cancel();
+        ctx = child;
+        guards.push(guard);
+    }
+    let leaked = check.check().expect_err("the chain is live");
+    assert_eq!(leaked.contexts.len(), 40_000);
+    let listing = leaked.to_string();
+    assert_eq!(listing.lines().count(), 40_001, "a header and a line each");
+    assert!(listing.contains("[depth 39999] "), "the deepest says its depth");
+    let report = std::panic::catch_unwind(|| check.assert_clean())
+        .expect_err("a leak fails the check");
+    let message = report.downcast_ref::<String>().expect("a formatted message");
+    assert!(message.starts_with("contexts leaked:\n40000 live context(s):"));
+    drop(ctx);
+    drop(guards);
+    check.assert_clean();
+}
