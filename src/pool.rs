@@ -195,21 +195,7 @@ impl Pool {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(job)) {
             // Relaxed: a statistic.
             self.panicked.fetch_add(1, Ordering::Relaxed);
-            report(format_args!(
-                "cancelctx: an after_func callback panicked: {}",
-                panic_message(&*payload)
-            ));
-            // The payload is user data too: a panic in its `Drop` must not
-            // take the thread down, nor the payload of that panic, and so on
-            // (a few rounds; then it is forgotten).
-            let mut payload = payload;
-            for _ in 0..4 {
-                match catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-                    Ok(()) => return,
-                    Err(next) => payload = next,
-                }
-            }
-            std::mem::forget(payload);
+            contain_panic("an after_func callback", payload);
         }
     }
 
@@ -223,6 +209,25 @@ impl Pool {
     pub(crate) fn threads(&self) -> usize {
         self.state.lock().threads
     }
+}
+
+/// Reports a panic caught in user code (`what` ran it) on stderr and drops
+/// its payload, which is user data too: a panic in the payload's `Drop`, or
+/// in that panic's payload's, and so on for a few rounds, is contained as
+/// well (then the payload is forgotten).
+pub(crate) fn contain_panic(what: &str, payload: Box<dyn Any + Send>) {
+    report(format_args!(
+        "cancelctx: {what} panicked: {}",
+        panic_message(&*payload)
+    ));
+    let mut payload = payload;
+    for _ in 0..4 {
+        match catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            Ok(()) => return,
+            Err(next) => payload = next,
+        }
+    }
+    std::mem::forget(payload);
 }
 
 /// The real [`Spawner`].

@@ -52,7 +52,10 @@
 //!   there and then: when `cancel()` returns, the context is done. The child's
 //!   own end (its guard, its parent, its deadline) is watched with an
 //!   `after_func` that drops the token's future, so the watch never outlives
-//!   the context.
+//!   the context. A waker of the child's that panics when that cancel wakes
+//!   it does not unwind into tokio (which would leave the token's other
+//!   waiters unwoken): the panic is reported on stderr and contained, as a
+//!   panicking `after_func` callback's is.
 //!
 //! # Memory
 //!
@@ -66,11 +69,16 @@
 //!
 //! As with any registration, a [`detach`](TokenGuard::detach)ed link (or a
 //! detached child guard) lives until its context or its token ends: it keeps
-//! the context observable, so its deadline still fires for it.
+//! the context observable, so its deadline still fires for it. The same holds,
+//! for now, for a linked child whose every `Context` handle is gone while its
+//! guard lives: unlike a plain `with_cancel` child, it stays registered in
+//! its parent and with the token until the guard is dropped or either side
+//! ends (the watch's registration keeps it).
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Wake, Waker};
@@ -367,10 +375,21 @@ impl TokenWatch {
 
 impl Wake for TokenWatch {
     fn wake(self: Arc<Self>) {
-        self.poll();
+        self.wake_by_ref();
     }
 
+    /// Runs inside `CancellationToken::cancel`, in tokio's loop over the
+    /// token's wakers: a panic here (a waker of the child's, woken by the
+    /// cancel, re-raises its panic once the cancel's work is done) would
+    /// make tokio drop the wakers after this one unwoken, and other linked
+    /// children would never end. So it is contained and reported, as a
+    /// panicking `after_func` callback is.
     fn wake_by_ref(self: &Arc<Self>) {
-        self.poll();
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.poll())) {
+            crate::pool::contain_panic(
+                "a waker woken when a CancellationToken canceled its context",
+                payload,
+            );
+        }
     }
 }

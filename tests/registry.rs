@@ -91,10 +91,15 @@ fn regression_a_deep_leaked_chain_is_listed_and_reported() {
     assert_eq!(leaked.contexts.len(), 40_000);
     let listing = leaked.to_string();
     assert_eq!(listing.lines().count(), 40_001, "a header and a line each");
-    assert!(listing.contains("[depth 39999] "), "the deepest says its depth");
-    let report = std::panic::catch_unwind(|| check.assert_clean())
-        .expect_err("a leak fails the check");
-    let message = report.downcast_ref::<String>().expect("a formatted message");
+    assert!(
+        listing.contains("[depth 39999] "),
+        "the deepest says its depth"
+    );
+    let report =
+        std::panic::catch_unwind(|| check.assert_clean()).expect_err("a leak fails the check");
+    let message = report
+        .downcast_ref::<String>()
+        .expect("a formatted message");
     assert!(message.starts_with("contexts leaked:\n40000 live context(s):"));
     drop(ctx);
     drop(guards);

@@ -481,3 +481,42 @@ fn works_with_tasks_on_a_tokio_runtime_without_a_time_driver() {
         assert_eq!(waiter.await.unwrap(), Error::Canceled);
     });
 }
+
+/// A waker on one linked child that panics when `token.cancel()` ends the
+/// child: the panic is contained in the bridge, so tokio goes on waking the
+/// token's other waiters and every other linked child ends too. (Observed
+/// before: the panic escaped into tokio's wake loop, which dropped the rest
+/// of its batch unwoken, and those children stayed live.)
+#[test]
+fn regression_a_panicking_waker_on_one_linked_child_costs_the_others_nothing() {
+    let _serial = serial();
+    struct Panics;
+    impl std::task::Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("user waker panics");
+        }
+    }
+    let token = CancellationToken::new();
+    let mut linked = Vec::new();
+    let mut done = None;
+    for i in 0..10 {
+        let (ctx, guard) = Context::background().with_cancellation_token(&token);
+        if i == 5 {
+            let mut waiting = ctx.done();
+            let waker = std::task::Waker::from(Arc::new(Panics));
+            assert!(common::poll_once(&mut waiting, &waker).is_pending());
+            done = Some(waiting);
+        }
+        linked.push((ctx, guard));
+    }
+    token.cancel();
+    let live: Vec<usize> = (0..linked.len())
+        .filter(|&i| !linked[i].0.is_done())
+        .collect();
+    assert!(
+        live.is_empty(),
+        "still live although the token is canceled: {live:?}"
+    );
+    assert_eq!(linked[5].0.err(), Some(Error::Canceled));
+    drop(done);
+}
