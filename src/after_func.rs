@@ -11,13 +11,19 @@
 //! | `STARTED` | handed to the callback pool (runs once)   |
 //! | `STOPPED` | `stop()` won; the callback is dropped     |
 //!
-//! While pending, the registration holds its context's node (`keep_alive`),
-//! so a detached context whose only observer is a callback still reaches its
-//! deadline. That reference cycle (node → slab → registration → node) is
-//! broken by whichever of fire and stop wins.
+//! While pending, the registration holds its context's node (`node`,
+//! [`Holder::Strong`]), so a detached context whose only observer is a
+//! callback still reaches its deadline. That reference cycle (node → slab →
+//! registration → node) is broken by whichever of fire and stop wins.
+//!
+//! The crate's own watches ([`watch`]) hold the node weakly instead
+//! ([`Holder::Weak`]): they react to a context's end without keeping it
+//! observable. When nothing else observes the context it is freed, and its
+//! slab drops the registration with the callback unrun (whose `Drop` is then
+//! the watch's cleanup).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::context::Context;
 use crate::node::CancelNode;
@@ -34,22 +40,85 @@ pub(crate) struct Registration {
     /// Index in the node's slab; written and read under the node's lock.
     pub(crate) slot: AtomicUsize,
     callback: Mutex<Option<Callback>>,
-    keep_alive: Mutex<Option<Arc<CancelNode>>>,
+    /// The context's node, while pending; taken by whichever of fire and
+    /// stop wins.
+    node: Mutex<Option<Holder>>,
+}
+
+/// How a pending registration holds its context's node.
+enum Holder {
+    /// [`Context::after_func`]: keeps the context observable.
+    Strong(Arc<CancelNode>),
+    /// [`watch`]: lets the context be freed, dropping the callback unrun.
+    Weak(Weak<CancelNode>),
+}
+
+impl Holder {
+    fn node(&self) -> Option<Arc<CancelNode>> {
+        match self {
+            Holder::Strong(node) => Some(node.clone()),
+            Holder::Weak(node) => node.upgrade(),
+        }
+    }
 }
 
 impl Registration {
+    /// Registers `f` to run once `ctx` is done, holding its node strongly
+    /// (`after_func`) or weakly (`watch`).
+    fn new(ctx: &Context, f: Callback, strong: bool) -> Arc<Registration> {
+        let reg = Arc::new(Registration {
+            state: AtomicU8::new(PENDING),
+            slot: AtomicUsize::new(usize::MAX),
+            callback: Mutex::new(Some(f)),
+            node: Mutex::new(None),
+        });
+        if let Some(node) = ctx.scope() {
+            let holder = if strong {
+                Holder::Strong(node.clone())
+            } else {
+                Holder::Weak(Arc::downgrade(node))
+            };
+            // Set before registering, so a racing cancel finds it to release.
+            *reg.node.lock() = Some(holder);
+            if node.register_func(&reg).is_err() {
+                reg.fire();
+            }
+        }
+        reg
+    }
+
     /// The context ended: run the callback unless `stop` won.
     pub(crate) fn fire(&self) {
         if !self.transition(STARTED) {
             return;
         }
         let callback = self.callback.lock().take();
-        let keep_alive = self.keep_alive.lock().take();
+        let holder = self.node.lock().take();
         if let Some(callback) = callback {
             run(callback);
         }
         // May be the last reference to the node: dropped with no lock held.
-        drop(keep_alive);
+        drop(holder);
+    }
+
+    /// Prevents the callback from running: see [`AfterFunc::stop`].
+    fn stop(&self) -> bool {
+        if !self.transition(STOPPED) {
+            return false;
+        }
+        let holder = self.node.lock().take();
+        // A watch's node may be gone: its slab, and this entry, with it.
+        let node = holder.as_ref().and_then(Holder::node);
+        if let Some(node) = &node {
+            node.unregister_func(self);
+        }
+        let callback = self.callback.lock().take();
+        // Dropped with no lock held: each may run user code, and the node
+        // may be freed here.
+        drop(callback);
+        drop(holder);
+        drop(node);
+        true
     }
 
     /// PENDING → `to`; `true` for the one caller that moved it.
@@ -101,18 +170,7 @@ impl AfterFunc {
     /// guard.cancel();
     /// ```
     pub fn stop(&self) -> bool {
-        if !self.reg.transition(STOPPED) {
-            return false;
-        }
-        let keep_alive = self.reg.keep_alive.lock().take();
-        if let Some(node) = &keep_alive {
-            node.unregister_func(&self.reg);
-        }
-        let callback = self.reg.callback.lock().take();
-        // Dropped with no lock held: either may run user code.
-        drop(callback);
-        drop(keep_alive);
-        true
+        self.reg.stop()
     }
 }
 
@@ -156,19 +214,35 @@ impl Context {
     /// ```
     #[doc(alias = "AfterFunc")]
     pub fn after_func<F: FnOnce() + Send + 'static>(&self, f: F) -> AfterFunc {
-        let reg = Arc::new(Registration {
-            state: AtomicU8::new(PENDING),
-            slot: AtomicUsize::new(usize::MAX),
-            callback: Mutex::new(Some(Box::new(f))),
-            keep_alive: Mutex::new(None),
-        });
-        if let Some(node) = self.scope() {
-            // Set before registering, so a racing cancel finds it to release.
-            *reg.keep_alive.lock() = Some(node.clone());
-            if node.register_func(&reg).is_err() {
-                reg.fire();
-            }
+        AfterFunc {
+            reg: Registration::new(self, Box::new(f), true),
         }
-        AfterFunc { reg }
+    }
+}
+
+/// Runs `f` once `ctx` is done, like [`Context::after_func`], without keeping
+/// `ctx` observable: if every handle on it is dropped first, it is freed as
+/// usual and `f` is dropped unrun, inside that drop and with no lock held.
+/// (So is it at once on a context that can never end.) For the crate's own
+/// links to outside things (`tokio_util`), whose cleanup is `f`'s `Drop`.
+#[cfg_attr(not(any(feature = "tokio-util", loom)), allow(dead_code))]
+pub(crate) fn watch<F: FnOnce() + Send + 'static>(ctx: &Context, f: F) -> Watch {
+    Watch {
+        reg: Arc::downgrade(&Registration::new(ctx, Box::new(f), false)),
+    }
+}
+
+/// Handle to a [`watch`]: weak, so that it is no part of a cycle through
+/// the callback.
+#[cfg_attr(not(any(feature = "tokio-util", loom)), allow(dead_code))]
+pub(crate) struct Watch {
+    reg: Weak<Registration>,
+}
+
+#[cfg_attr(not(any(feature = "tokio-util", loom)), allow(dead_code))]
+impl Watch {
+    /// [`AfterFunc::stop`]; `false` also once the context was freed.
+    pub(crate) fn stop(&self) -> bool {
+        self.reg.upgrade().is_some_and(|reg| reg.stop())
     }
 }

@@ -183,6 +183,44 @@ fn loom_models_after_func_stop_vs_fire() {
     });
 }
 
+/// A watch (`after_func::watch`, a registration that does not keep its
+/// context observable) vs the context's last handle dropped vs its cancel vs
+/// the watch's stop: the callback is dropped exactly once, runs at most
+/// once and never after a stop that won, and the child leaves its parent.
+#[test]
+fn loom_models_watch_vs_last_drop_vs_cancel_vs_stop() {
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    model(|| {
+        let (parent, _gp) = Context::background().with_cancel();
+        let (ctx, guard) = parent.with_cancel();
+        let (ran, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let counted = Counted(dropped.clone());
+        let r = ran.clone();
+        let watch = crate::after_func::watch(&ctx, move || {
+            r.fetch_add(1, Ordering::SeqCst);
+            drop(counted);
+        });
+        let canceller = thread::spawn(move || guard.cancel());
+        let stopper = thread::spawn(move || watch.stop());
+        drop(ctx);
+        canceller.join().unwrap();
+        let stopped = stopper.join().unwrap();
+        // Under loom the callback runs inline in the canceller.
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "dropped once");
+        assert!(ran.load(Ordering::SeqCst) + usize::from(stopped) <= 1);
+        assert_eq!(parent.child_count(), 0);
+    });
+}
+
 /// `cause()` read while cancel writes it: whoever sees the error sees the
 /// cause, and it is the one cause written.
 #[test]

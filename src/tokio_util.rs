@@ -65,15 +65,18 @@
 //!   context: [`child_count`](Context::child_count) goes back down at once;
 //! - a child from [`with_cancellation_token`](Context::with_cancellation_token)
 //!   whose guard is dropped, whose parent ends, or whose token is canceled
-//!   releases its watch (the token's future and clone) right after.
+//!   releases its watch (the token's future and clone) right after;
+//! - such a child that nothing observes any more (every `Context` handle on
+//!   it, and everything derived from it, dropped) is freed at once, like any
+//!   context, even while its guard lives or was
+//!   [`detach`](CancelGuard::detach)ed: it leaves its parent and releases its
+//!   watch in that last drop. The watch reacts to the child's end without
+//!   keeping it observable.
 //!
-//! As with any registration, a [`detach`](TokenGuard::detach)ed link (or a
-//! detached child guard) lives until its context or its token ends: it keeps
-//! the context observable, so its deadline still fires for it. The same holds,
-//! for now, for a linked child whose every `Context` handle is gone while its
-//! guard lives: unlike a plain `with_cancel` child, it stays registered in
-//! its parent and with the token until the guard is dropped or either side
-//! ends (the watch's registration keeps it).
+//! A [`detach`](TokenGuard::detach)ed [`TokenGuard`] is different: its token
+//! is an observer of the context (whoever holds a clone waits for it), so,
+//! as with any [`after_func`](Context::after_func) registration, its link
+//! lives until the context ends and keeps the context's deadline armed.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -85,7 +88,7 @@ use std::task::{Context as TaskContext, Wake, Waker};
 
 use ::tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::after_func::AfterFunc;
+use crate::after_func::{self, AfterFunc, Watch};
 use crate::context::Context;
 use crate::guard::CancelGuard;
 use crate::sync::Mutex;
@@ -243,7 +246,8 @@ impl Context {
     /// [`CancellationToken::cancel`]: when that returns, the child is done.
     /// If `token` is already canceled, the child is done at construction.
     /// Works with no runtime; spawns nothing. The watch on the token is
-    /// released right after the child ends, whichever side ended it.
+    /// released right after the child ends, whichever side ended it, or when
+    /// the child is freed: the watch does not keep the child observable.
     ///
     /// ```
     /// use cancelctx::tokio_util::TokenCanceled;
@@ -279,22 +283,16 @@ impl Context {
                 registration: None,
             })),
         });
-        // Watch the child's own end: its guard, its parent, its deadline.
+        // Watch the child's own end (its guard, its parent, its deadline) and
+        // its release: the watch does not keep it observable, and when the
+        // child is freed the unrun callback's `Drop` releases the link.
         let registration = {
-            let watch = watch.clone();
-            child.after_func(move || watch.release())
+            let release = Release(watch.clone());
+            after_func::watch(&child, move || drop(release))
         };
-        let mut link = watch.link.lock();
-        let unused = match link.as_mut() {
-            Some(link) => {
-                link.registration = Some(registration);
-                None
-            }
-            // The child ended meanwhile and the callback already ran.
-            None => Some(registration),
-        };
-        drop(link);
-        drop(unused);
+        if let Some(link) = watch.link.lock().as_mut() {
+            link.registration = Some(registration);
+        } // else the child ended meanwhile and the callback already ran.
         // First poll: registers the waker with the token (or fires at once).
         watch.poll();
         (child, guard)
@@ -316,9 +314,19 @@ struct Link {
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     /// A second, weak handle on the child: cancels it without keeping it alive.
     canceller: CancelGuard,
-    /// The child's `after_func` that calls `release`; set right after
-    /// registering it.
-    registration: Option<AfterFunc>,
+    /// The child's watch that calls `release`; set right after registering
+    /// it.
+    registration: Option<Watch>,
+}
+
+/// The child's watch's callback: releases the link when run (the child
+/// ended) or dropped unrun (the child was freed, nobody observing it).
+struct Release(Arc<TokenWatch>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release();
+    }
 }
 
 impl TokenWatch {
@@ -355,8 +363,8 @@ impl TokenWatch {
         }
     }
 
-    /// The child ended on its own (runs on the callback pool): stop watching
-    /// the token.
+    /// The child ended on its own (on the callback pool) or was freed (in its
+    /// last owner's drop): stop watching the token.
     fn release(&self) {
         let ended = self.link.lock().take();
         if let Some(Link {
@@ -366,7 +374,7 @@ impl TokenWatch {
         }) = ended
         {
             drop(cancelled);
-            // The child is done: nothing to cancel.
+            // The child is done or gone: nothing to cancel.
             canceller.detach();
             drop(registration);
         }

@@ -327,24 +327,80 @@ fn a_child_of_a_done_parent_is_done_and_watches_nothing() {
 }
 
 #[test]
-fn a_detached_linked_child_lives_until_the_token_is_canceled() {
+fn a_detached_linked_child_ends_with_the_token_and_is_freed_when_unobserved() {
     let _serial = serial();
-    let (value, released) = drop_flag();
     let token = CancellationToken::new();
+    let (ctx, guard) = Context::background().with_cancellation_token(&token);
+    guard.detach();
+    token.cancel();
+    assert!(ctx.cause().unwrap().is::<TokenCanceled>());
+
+    let token = CancellationToken::new();
+    let (value, released) = drop_flag();
     let parent = Context::background().with_value(value);
     let (ctx, guard) = parent.with_cancellation_token(&token);
     guard.detach();
     drop(parent);
     drop(ctx);
     assert!(
-        !released.load(Ordering::SeqCst),
-        "the watch observes the child until an end"
+        released.load(Ordering::SeqCst),
+        "nothing observes the child: freed at once"
     );
     token.cancel();
+}
+
+/// Regression: a linked child whose every `Context` handle was dropped while
+/// its guard lived stayed registered in its parent and with the token (its
+/// own watch of the child kept it observable) until the guard was dropped
+/// or either side ended.
+#[test]
+fn regression_a_linked_child_nobody_observes_is_freed_while_its_guard_lives() {
+    let _serial = serial();
+    let token = CancellationToken::new();
+    let (root, _root_guard) = Context::background().with_cancel();
+    let (value, released) = drop_flag();
+    let mid = root.with_value(value);
+    let (ctx, guard) = mid.with_cancellation_token(&token);
+    drop(mid);
+    assert_eq!(root.child_count(), 1);
+    drop(ctx);
+    assert_eq!(root.child_count(), 0, "the child left its parent at once");
+    assert!(released.load(Ordering::SeqCst), "and its parent chain");
+    token.cancel();
+    guard.cancel(); // nothing left to cancel
+    assert!(!root.is_done());
+
+    // The token's side: what such a child leaves behind while its guard
+    // lives is what a plain `with_cancel` child leaves (the node's memory,
+    // which its guard's weak handle keeps), not a watch on the token too.
+    let token = CancellationToken::new();
+    const CHILDREN: usize = 1_000;
+    let left_behind = |linked: bool| {
+        let mut guards = Vec::with_capacity(CHILDREN);
+        pool_barrier();
+        let before = LIVE.load(Ordering::SeqCst);
+        for _ in 0..CHILDREN {
+            let (ctx, guard) = if linked {
+                root.with_cancellation_token(&token)
+            } else {
+                root.with_cancel()
+            };
+            drop(ctx);
+            guards.push(guard);
+        }
+        let left = LIVE.load(Ordering::SeqCst) - before;
+        assert_eq!(root.child_count(), 0);
+        drop(guards);
+        left
+    };
+    left_behind(true); // warm-up
+    let plain = left_behind(false);
+    let linked = left_behind(true);
     assert!(
-        released.load(Ordering::SeqCst),
-        "the token's end released the child at once"
+        linked - plain < 16 * 1024,
+        "{CHILDREN} linked children nobody observes left {linked} bytes, plain ones {plain}"
     );
+    assert!(!token.is_cancelled());
 }
 
 #[test]

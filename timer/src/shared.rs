@@ -399,7 +399,7 @@ impl Shared {
     pub(crate) fn claim_spawn(&self) -> bool {
         // Relaxed: the mode publishes no data. An inserter that finds
         // `Spawning` or `Idle` after its insert waits for (or takes over) the
-        // spawn: see `Timer::insert`.
+        // spawn: see `Timer::see_driven`.
         self.mode() == Mode::Idle
             && self
                 .mode
