@@ -29,8 +29,11 @@ use crate::sync::{AtomicU8, Mutex, Ordering};
 /// A member of an async group, boxed and pinned.
 pub(crate) type Member<'a> = Pin<Box<dyn Future<Output = Result<(), Cause>> + Send + 'a>>;
 
+/// The payload of a panic.
+pub(crate) type Payload = Box<dyn Any + Send>;
+
 /// How a member ended: its result, or the payload of its panic.
-pub(crate) type Outcome = Result<Result<(), Cause>, Box<dyn Any + Send>>;
+pub(crate) type Outcome = Result<Result<(), Cause>, Payload>;
 
 /// `MemberWaker::scheduled`: the member is not in the ready queue.
 const IDLE: u8 = 0;
@@ -175,9 +178,10 @@ impl<'a> Slots<'a> {
     }
 
     /// Polls the member at `index`, catching a panic. `Some` once it ended
-    /// (the member is then dropped and its slot freed); `None` while it is
-    /// pending or when the index is stale (invariant 3).
-    pub(crate) fn poll(&mut self, index: usize) -> Option<Outcome> {
+    /// (the member is then dropped and its slot freed), with the payload of a
+    /// panic from the member's `Drop`; `None` while it is pending or when the
+    /// index is stale (invariant 3).
+    pub(crate) fn poll(&mut self, index: usize) -> Option<(Outcome, Option<Payload>)> {
         let slot = self.slots.get_mut(index)?.as_mut()?;
         // AcqRel: pairs with `wake_by_ref` (invariant 2).
         slot.flag.scheduled.swap(IDLE, Ordering::AcqRel);
@@ -192,8 +196,10 @@ impl<'a> Slots<'a> {
         let slot = self.slots[index].take();
         self.free.push(index);
         self.len -= 1;
-        drop(slot); // the member's drop runs here, no lock held
-        Some(outcome)
+        // The member's drop runs here, no lock held; a panic in it is the
+        // member's, caught like one in its poll.
+        let dropped = drop_caught(slot);
+        Some((outcome, dropped))
     }
 
     /// Takes every member out, to be dropped by the caller.
@@ -214,6 +220,36 @@ impl std::fmt::Debug for Slots<'_> {
             .field("len", &self.len)
             .finish_non_exhaustive()
     }
+}
+
+/// Drops `value`, catching a panic from its `Drop`: `Some(payload)` if it
+/// panicked.
+pub(crate) fn drop_caught<T>(value: T) -> Option<Payload> {
+    panic::catch_unwind(AssertUnwindSafe(move || drop(value))).err()
+}
+
+/// Drops a payload nobody will see; one whose `Drop` panics again is leaked
+/// (dropping it would start the same loop).
+pub(crate) fn discard(payload: Payload) {
+    if let Some(again) = drop_caught(payload) {
+        std::mem::forget(again);
+    }
+}
+
+/// Drops `values` one at a time, each under `catch_unwind` (dropped together,
+/// a second panicking `Drop` would run during the first one's unwinding and
+/// abort the process). Returns the first panic; later ones are discarded.
+pub(crate) fn drop_each<T>(values: impl IntoIterator<Item = T>) -> Option<Payload> {
+    let mut first = None;
+    for value in values {
+        if let Some(payload) = drop_caught(value) {
+            match first {
+                None => first = Some(payload),
+                Some(_) => discard(payload),
+            }
+        }
+    }
+    first
 }
 
 /// The cancellation cause for a member's panic: a message naming it.

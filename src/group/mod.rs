@@ -16,7 +16,7 @@ use std::task::{Context as TaskContext, Poll};
 use futures_core::future::FusedFuture;
 
 use self::admission::Shared;
-use self::members::{Outcome, Ready, Slots, panic_cause};
+use self::members::{Outcome, Payload, Ready, Slots, discard, drop_caught, drop_each, panic_cause};
 pub use self::scope::GroupScope;
 use crate::context::Context;
 use crate::error::Cause;
@@ -66,7 +66,12 @@ use crate::error::Cause;
 /// ([`std::panic::resume_unwind`]), so the waiter sees it as if it were its
 /// own. A panic takes precedence over an error. (Go's errgroup crashes the
 /// program; a Rust executor would swallow the panic or abort the task, so it
-/// goes to whoever waits instead.)
+/// goes to whoever waits instead.) A panic in a member's `Drop` once it has
+/// finished, or in the `Drop` of an error the group does not keep, counts as
+/// that member's panic; members dropped together (a dropped [`Wait`] or
+/// group) are dropped one at a time, and the first panic among their `Drop`s
+/// is resumed once all are gone (unless the drop is itself part of an
+/// unwinding).
 ///
 /// # Dropping
 ///
@@ -101,6 +106,9 @@ pub struct Group<'a> {
     batch: Vec<usize>,
     first_err: Option<Cause>,
     panic: Option<Box<dyn Any + Send>>,
+    /// A panic from a cancel (a waker it woke), resumed once the round that
+    /// caught it has done its bookkeeping.
+    resume: Option<Payload>,
 }
 
 impl<'a> Group<'a> {
@@ -128,6 +136,7 @@ impl<'a> Group<'a> {
             batch: Vec::new(),
             first_err: None,
             panic: None,
+            resume: None,
         }
     }
 
@@ -148,9 +157,11 @@ impl<'a> Group<'a> {
     /// effect for members not yet started: raising it starts queued members
     /// at once, lowering it below the number running stops none of them.
     ///
-    /// With a limit of 0 nothing starts: a queued member would make
-    /// [`wait`](Group::wait) pend until the limit is raised. Unlike Go's
-    /// `SetLimit`, changing the limit while members run is allowed.
+    /// With a limit of 0 nothing starts: a [`Wait`] with a member queued
+    /// pends until it is dropped (it borrows the group, so the limit cannot
+    /// change meanwhile; [`Group::scope`]'s members can change theirs as they
+    /// run). Unlike Go's `SetLimit`, changing the limit with members queued
+    /// or started, between waits, is allowed.
     ///
     /// ```
     /// use cancelctx::{Cause, Context, Group};
@@ -266,13 +277,34 @@ impl<'a> Group<'a> {
             Ok(Err(err)) => {
                 if self.first_err.is_none() {
                     self.first_err = Some(err.clone());
-                    self.shared.guard.cancel_with_cause(err);
+                    self.cancel_with_cause(err);
+                } else if let Some(payload) = drop_caught(err) {
+                    // A later error whose `Drop` panics: the member's panic.
+                    self.record(Err(payload));
                 }
             }
             Err(payload) => {
                 let cause = panic_cause("group member", &*payload);
-                self.panic.get_or_insert(payload);
-                self.shared.guard.cancel_with_cause(cause);
+                match self.panic {
+                    None => self.panic = Some(payload),
+                    Some(_) => discard(payload),
+                }
+                self.cancel_with_cause(cause);
+            }
+        }
+    }
+
+    /// Cancels the group's context; a panic from a waker it wakes is kept
+    /// for the end of the round (`resume`).
+    fn cancel_with_cause(&mut self, cause: Cause) {
+        let guard = &self.shared.guard;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            guard.cancel_with_cause(cause);
+        }));
+        if let Err(payload) = result {
+            match self.resume {
+                None => self.resume = Some(payload),
+                Some(_) => discard(payload),
             }
         }
     }
@@ -288,17 +320,25 @@ impl<'a> Group<'a> {
         let mut i = 0;
         while let Some(&index) = batch.get(i) {
             i += 1;
-            let Some(outcome) = self.slots.poll(index) else {
+            let Some((outcome, drop_panic)) = self.slots.poll(index) else {
                 continue;
             };
-            self.record(outcome);
+            // Its place first: no user code runs between the member's end
+            // and the release of its place.
             self.shared.finish_one(&mut admitted);
             for member in admitted.drain(..) {
                 batch.push(self.slots.insert(member));
             }
+            self.record(outcome);
+            if let Some(payload) = drop_panic {
+                self.record(Err(payload));
+            }
         }
         batch.clear();
         self.batch = batch;
+        if let Some(payload) = self.resume.take() {
+            std::panic::resume_unwind(payload);
+        }
         // A member admitted meanwhile woke the driver (see `Ready::take`).
         if self.slots.len() == 0 && self.shared.is_idle() {
             Poll::Ready(())
@@ -309,12 +349,32 @@ impl<'a> Group<'a> {
 
     /// Drops every member, running or not, and cancels the context.
     fn abort(&mut self, close: bool) {
-        self.shared.guard.cancel();
+        // Everything taken out first, so the group is consistent whatever
+        // the cancel (a waker it wakes) or a member's `Drop` does below.
         let running = self.slots.clear();
-        let taken = self.shared.take_all(close);
+        let (admitted, queued) = self.shared.take_all(close);
+        // Canceled before the members are dropped: their `Drop` sees it.
+        let guard = &self.shared.guard;
+        let canceled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guard.cancel())).err();
         self.shared.ready.reset();
-        drop(running);
-        drop(taken);
+        let dropped = drop_each(running.into_iter().chain(admitted).chain(queued));
+        let panicked = match (canceled, dropped) {
+            (Some(first), Some(later)) => {
+                discard(later);
+                Some(first)
+            }
+            (first, later) => first.or(later),
+        };
+        if let Some(payload) = panicked {
+            // Resumed only outside an unwinding (a `Wait` or group dropped by
+            // one): a panic there would abort the process.
+            if std::thread::panicking() {
+                discard(payload);
+            } else {
+                std::panic::resume_unwind(payload);
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread;
 
 use super::Group;
-use super::members::{Outcome, panic_cause};
+use super::members::{Outcome, discard, drop_caught, panic_cause};
 use crate::context::Context;
 use crate::error::Cause;
 use crate::guard::CancelGuard;
@@ -106,7 +106,10 @@ impl Shared {
     /// Records how a member ended, cancels on its failure, then releases its
     /// place: canceling first means a waiter never sees the group finished
     /// before its context carries the cause. The place is released even if
-    /// the cancel (a waker it wakes) or a payload's `Drop` panics.
+    /// the cancel (a waker it wakes) panics. Values not kept (a later error,
+    /// a later panic payload) are dropped outside the state lock; a panic
+    /// from a later error's `Drop` is the member's panic, one from a later
+    /// payload's is contained.
     fn finish(&self, outcome: Outcome) {
         struct Release<'a>(&'a Shared);
         impl Drop for Release<'_> {
@@ -115,34 +118,46 @@ impl Shared {
             }
         }
         let _release = Release(self);
-        let (cancel_with, unused_payload) = {
-            let mut state = self.state.lock();
-            let first_failure = !state.failed;
-            match outcome {
-                Ok(Ok(())) => (None, None),
-                Ok(Err(err)) => {
-                    state.failed = true;
-                    if state.first_err.is_none() {
-                        state.first_err = Some(err.clone());
-                    }
-                    (first_failure.then_some(err), None)
-                }
-                Err(payload) => {
-                    state.failed = true;
-                    let cause = first_failure.then(|| panic_cause("group member", &*payload));
-                    match state.panic {
-                        None => {
-                            state.panic = Some(payload);
-                            (cause, None)
+        let mut next = Some(outcome);
+        while let Some(outcome) = next.take() {
+            let (cancel_with, unused_err, unused_payload) = {
+                let mut state = self.state.lock();
+                let first_failure = !state.failed;
+                match outcome {
+                    Ok(Ok(())) => (None, None, None),
+                    Ok(Err(err)) => {
+                        state.failed = true;
+                        if state.first_err.is_none() {
+                            state.first_err = Some(err.clone());
                         }
-                        Some(_) => (cause, Some(payload)),
+                        if first_failure {
+                            (Some(err), None, None)
+                        } else {
+                            (None, Some(err), None)
+                        }
+                    }
+                    Err(payload) => {
+                        state.failed = true;
+                        let cause = first_failure.then(|| panic_cause("group member", &*payload));
+                        match state.panic {
+                            None => {
+                                state.panic = Some(payload);
+                                (cause, None, None)
+                            }
+                            Some(_) => (cause, None, Some(payload)),
+                        }
                     }
                 }
+            };
+            if let Some(payload) = unused_payload {
+                discard(payload);
             }
-        };
-        drop(unused_payload);
-        if let Some(cause) = cancel_with {
-            self.guard.cancel_with_cause(cause);
+            if let Some(err) = unused_err {
+                next = drop_caught(err).map(Err);
+            }
+            if let Some(cause) = cancel_with {
+                self.guard.cancel_with_cause(cause);
+            }
         }
     }
 
