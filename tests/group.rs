@@ -723,3 +723,28 @@ fn scope_parent_cancellation_reaches_the_members() {
         Some(&Error::Canceled)
     );
 }
+
+/// Regression: a resolved `Wait` left its driver's waker in the group, which
+/// kept that task (an executor's task, and what it owns) alive until the
+/// group was dropped or waited on again.
+#[test]
+fn regression_a_resolved_wait_lets_go_of_its_drivers_waker() {
+    let mut group = Group::new(&Context::background());
+    let (tx, rx) = oneshot::channel::<()>();
+    group.spawn(async move {
+        let _ = rx.await;
+        Ok(())
+    });
+    let (counter, waker) = CountingWaker::new();
+    let mut wait = group.wait();
+    assert!(poll_once(&mut wait, &waker).is_pending());
+    tx.send(()).unwrap();
+    assert!(poll_once(&mut wait, &waker).is_ready());
+    drop((wait, waker));
+    assert_eq!(
+        Arc::strong_count(&counter),
+        1,
+        "the group still holds the driver's waker"
+    );
+    drop(group);
+}

@@ -546,6 +546,8 @@ impl Future for Wait<'_, '_> {
         std::task::ready!(self.group.poll_members(cx));
         self.terminated = true;
         let group = &mut *self.group;
+        // No member is left to wake the driver: keep no task alive.
+        group.shared.ready.reset();
         group.shared.guard.cancel();
         if let Some(payload) = group.panic.take() {
             std::panic::resume_unwind(payload);
