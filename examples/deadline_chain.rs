@@ -84,11 +84,13 @@ fn arrive(hop: &'static str, request: &Request<Incoming>, log: &Log) -> Context 
 }
 
 /// Serves `service` on 127.0.0.1 (HTTP/1.1 and HTTP/2).
-async fn serve<S>(service: S) -> SocketAddr
+async fn serve<S, B>(service: S) -> SocketAddr
 where
-    S: Service<Request<Incoming>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await

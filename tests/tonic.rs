@@ -136,14 +136,16 @@ where
 }
 
 /// Serves `service` with hyper on 127.0.0.1; ends with the test's runtime.
-async fn serve_with_hyper<S>(service: S) -> SocketAddr
+async fn serve_with_hyper<S, ResBody>(service: S) -> SocketAddr
 where
-    S: Service<http::Request<hyper::body::Incoming>, Response = http::Response<tonic::body::Body>>
+    S: Service<http::Request<hyper::body::Incoming>, Response = http::Response<ResBody>>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
     S::Error: std::error::Error + Send + Sync + 'static,
+    ResBody: hyper::body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -164,13 +166,15 @@ where
 }
 
 /// Serves `service` with tonic's own server on 127.0.0.1, with `layer`.
-async fn serve_with_tonic<L>(layer: L, service: BudgetService) -> SocketAddr
+async fn serve_with_tonic<L, ResBody>(layer: L, service: BudgetService) -> SocketAddr
 where
     L: Layer<tonic::service::Routes> + Clone + Send + 'static,
-    L::Service: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>
+    L::Service: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>
         + Clone
         + Send
         + 'static,
+    ResBody: hyper::body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
     <L::Service as Service<http::Request<tonic::body::Body>>>::Future: Send,
     <L::Service as Service<http::Request<tonic::body::Body>>>::Error: Into<BoxError> + Send,
 {

@@ -4,14 +4,15 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cancelctx::tower::{ClientLayer, ContextEnded, MalformedTimeout, ServerLayer};
 use cancelctx::{Context, Error, grpc_timeout};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -37,11 +38,13 @@ const PATIENCE: Duration = Duration::from_secs(5);
 /// Serves `service` on 127.0.0.1 (HTTP/1.1 and HTTP/2 prior knowledge); the
 /// accept loop ends with the test's runtime. Returns the address and a count
 /// of accepted connections.
-async fn serve<S>(service: S) -> (SocketAddr, Arc<AtomicUsize>)
+async fn serve<S, B>(service: S) -> (SocketAddr, Arc<AtomicUsize>)
 where
-    S: Service<Request<Incoming>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: std::error::Error + Send + Sync + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -197,7 +200,13 @@ fn header<'a>(response: &'a Response<Incoming>, name: &str) -> &'a str {
 
 /// Asserts a trailers-only gRPC answer with `status` and `message`.
 async fn assert_grpc_answer(response: Response<Incoming>, status: &str, message: &str) {
-    assert_eq!(response.status(), StatusCode::OK);
+    // grpc-go answers a malformed request (INTERNAL) with HTTP 400.
+    let http_status = if status == "13" {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    assert_eq!(response.status(), http_status);
     assert_eq!(header(&response, "content-type"), "application/grpc");
     assert_eq!(header(&response, "grpc-status"), status);
     assert!(
@@ -573,4 +582,188 @@ async fn client_and_server_layers_carry_the_budget_end_to_end() {
             before + Duration::from_millis(1),
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// The request's context and the connection: a client that leaves mid-body
+// or mid-request ends it.
+
+type OutBody = BoxBody<Bytes, Infallible>;
+
+fn client(http2: bool) -> Client<HttpConnector, Body> {
+    if http2 {
+        http2_client()
+    } else {
+        http1_client()
+    }
+}
+
+/// A handler that streams its response body from a task bound by the
+/// request's context: a chunk every 20 ms until the context ends, then it
+/// reports the context's error on `ended`. It is the usual shape of a
+/// server-streaming RPC (tonic's handlers return the stream at once, and
+/// the stream is fed by a task that watches the request's context).
+fn streaming_handler(
+    ended: mpsc::UnboundedSender<Error>,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<OutBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<OutBody>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    service_fn(move |request: Request<Incoming>| {
+        let ended = ended.clone();
+        async move {
+            let ctx = request
+                .extensions()
+                .get::<Context>()
+                .expect("ServerLayer sets a Context")
+                .clone();
+            let (tx, rx) = mpsc::channel::<Bytes>(4);
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        error = ctx.done() => {
+                            let _ = ended.send(error);
+                            return;
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                            // A failed send (the body is gone) is ignored on
+                            // purpose: the context is what must say so.
+                            let _ = tx.try_send(Bytes::from_static(b"chunk\n"));
+                        }
+                    }
+                }
+            });
+            let stream = futures::stream::unfold(rx, |mut rx| async move {
+                let chunk = rx.recv().await?;
+                Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
+            });
+            Ok::<_, Infallible>(Response::new(StreamBody::new(stream).boxed()))
+        }
+    })
+}
+
+/// Regression: once the head was sent the context was detached, so a client
+/// that abandoned a streamed body never ended it.
+async fn client_abandons_streamed_body(http2: bool) {
+    let (ended_tx, mut ended) = mpsc::unbounded_channel();
+    // A default timeout long enough not to matter here.
+    let layer = ServerLayer::new().default_timeout(Duration::from_secs(60));
+    let (addr, _) = serve(layer.layer(streaming_handler(ended_tx))).await;
+    let request = Request::get(format!("http://{addr}/stream"))
+        .body(Body::default())
+        .unwrap();
+    let client = client(http2);
+    let response = within("response head", client.request(request))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let first = within("first chunk", body.frame()).await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "chunk\n");
+    // The client goes away mid-body: HTTP/2 resets the stream, HTTP/1
+    // closes the connection (the body was not read to its end).
+    drop(body);
+    drop(client);
+    let error = within(
+        "the request's context ends once the client abandoned the body",
+        ended.recv(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(error, Error::Canceled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_abandoning_a_streamed_body_cancels_the_request_context_http2() {
+    client_abandons_streamed_body(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_abandoning_a_streamed_body_cancels_the_request_context_http1() {
+    client_abandons_streamed_body(false).await;
+}
+
+// ---------------------------------------------------------------------------
+// A client that drops its request before the head.
+
+/// Leak checks are process-wide: one at a time.
+static LEAK_CHECKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn client_drops_request_in_flight(http2: bool) {
+    let _serial = LEAK_CHECKS.lock().await;
+    let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
+    let (ended_tx, mut ended) = mpsc::unbounded_channel::<Error>();
+    let handler = service_fn(move |request: Request<Incoming>| {
+        let ctx = request.extensions().get::<Context>().unwrap().clone();
+        let (started, ended) = (started_tx.clone(), ended_tx.clone());
+        async move {
+            // Work the handler spawned with the request's context.
+            tokio::spawn(async move {
+                let error = ctx.done().await;
+                let _ = ended.send(error);
+            });
+            let _ = started.send(());
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(Response::new(Body::default()))
+        }
+    });
+    let (addr, _) = serve(ServerLayer::new().layer(handler)).await;
+    #[cfg(feature = "registry")]
+    let leaks = cancelctx::registry::LeakCheck::start();
+    let client = client(http2);
+    let request = Request::get(format!("http://{addr}/hang"))
+        .body(Body::default())
+        .unwrap();
+    let call = tokio::spawn(async move { client.request(request).await });
+    within("handler start", started.recv()).await.unwrap();
+    call.abort();
+    let error = within("the request's context ends", ended.recv())
+        .await
+        .unwrap();
+    assert_eq!(error, Error::Canceled);
+    #[cfg(feature = "registry")]
+    leaks.check_within(PATIENCE).unwrap_or_else(|live| {
+        panic!("request contexts still alive after the client left:\n{live}")
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_dropping_the_request_in_flight_cancels_and_frees_the_context_http2() {
+    client_drops_request_in_flight(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_dropping_the_request_in_flight_cancels_and_frees_the_context_http1() {
+    client_drops_request_in_flight(false).await;
+}
+
+// ---------------------------------------------------------------------------
+// Answers compared with grpc-go.
+
+/// Regression: answered with HTTP 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_grpc_timeout_is_answered_with_http_400_like_grpc_go() {
+    let handler = service_fn(|_: Request<Incoming>| async {
+        Ok::<_, Infallible>(Response::new(Body::default()))
+    });
+    let (addr, _) = serve(ServerLayer::new().layer(handler)).await;
+    let request = Request::post(format!("http://{addr}/pkg.Service/Method"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header(grpc_timeout::HEADER, "1x")
+        .body(Body::default())
+        .unwrap();
+    let response = within("response", http2_client().request(request))
+        .await
+        .unwrap();
+    // grpc-go (internal/transport/http2_server.go, operateHeaders): a
+    // malformed grpc-timeout is an `earlyAbortStream{httpStatus:
+    // http.StatusBadRequest, status: codes.Internal "malformed grpc-timeout:
+    // ..."}`; its handler transport (handler_server.go) answers 400 too.
+    assert_eq!(header(&response, "grpc-status"), "13");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{response:?}");
 }

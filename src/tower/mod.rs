@@ -7,8 +7,9 @@
 //!   context (e.g. a server-shutdown context); puts it in the request's
 //!   extensions; drops the inner service's future when the context ends; and
 //!   answers the protocol's way. Once the inner service has answered, the
-//!   context is detached, not canceled, so a streamed response body can keep
-//!   using it (see [`ServerFuture`]).
+//!   response body ([`ServerBody`]) owns the context, so a streamed response
+//!   body can keep using it; it is canceled once the body is sent or dropped
+//!   (see [`ServerFuture`]).
 //! - [`ClientLayer`] reads the [`Context`](crate::Context) in an outgoing request's extensions,
 //!   writes its remaining time into the timeout header, fails fast without
 //!   sending when it is already done ([`ContextEnded`]), and abandons the call
@@ -31,13 +32,31 @@
 //! | header read and written | [`grpc-timeout`](crate::grpc_timeout::HEADER) | [`connect-timeout-ms`](crate::grpc_timeout::CONNECT_HEADER) |
 //! | context's deadline passed | `200`, `grpc-status: 4` (DEADLINE_EXCEEDED) | `504 Gateway Timeout` |
 //! | base context canceled | `200`, `grpc-status: 1` (CANCELLED) | `503 Service Unavailable` |
-//! | malformed header (default: [`MalformedTimeout::Reject`]) | `200`, `grpc-status: 13` (INTERNAL), `grpc-message: malformed grpc-timeout: ...`, as grpc-go does | `400 Bad Request`, as connect-go answers `invalid_argument` |
+//! | malformed header (default: [`MalformedTimeout::Reject`]) | `400`, `grpc-status: 13` (INTERNAL), `grpc-message: malformed grpc-timeout: ...`, as grpc-go does | `400 Bad Request`, as connect-go answers `invalid_argument` |
 //!
-//! gRPC answers are *trailers-only* responses: the status is in the headers
+//! gRPC answers are *trailers-only* responses (HTTP 200, but 400 for a
+//! malformed header, as grpc-go's `earlyAbortStream`): the status is in the headers
 //! (with `content-type: application/grpc` and a percent-encoded
 //! `grpc-message` of `context deadline exceeded` or `context canceled`) and
 //! the body is empty, which every gRPC client (tonic, grpc-go, ...) reads as
 //! the call's status. Other answers have an empty body.
+//!
+//! # Limits
+//!
+//! - **The deadline starts at [`call`](tower_service::Service::call).** Time a
+//!   request spends before it, waiting for the inner service's readiness (a
+//!   concurrency limit that is full), is not counted against the request's
+//!   timeout, as with tonic's own timeout layer: the context is made when the
+//!   request reaches the layer, and `poll_ready` has no request yet. Where
+//!   that wait can be long, shed load rather than queue it (e.g. tower's
+//!   `load_shed` over the limit), so that a request waits in no queue the
+//!   deadline does not see.
+//! - **Connect clients read the answers by their HTTP status.** The answers
+//!   carry no Connect error body (the layer's only way to make a body is
+//!   `ResBody::default()`), and connect-go maps `504` and `503` to
+//!   `unavailable`, not `deadline_exceeded` / `canceled`; a Connect streaming
+//!   call expects its error in an end-of-stream message. gRPC clients and
+//!   plain HTTP are not affected.
 //!
 //! The header's value is parsed with the strict codec of
 //! [`grpc_timeout`] module; the client writes it with
@@ -75,7 +94,7 @@
 //!     .header("grpc-timeout", "250m")
 //!     .body(())?;
 //! let response = futures::executor::block_on(server.clone().oneshot(request))?;
-//! let budget_ms: u64 = response.body().parse()?;
+//! let budget_ms: u64 = response.body().get_ref().parse()?;
 //! assert!(budget_ms <= 250);
 //!
 //! // An already expired request is answered without running the handler.
@@ -93,7 +112,7 @@
 //! let mut request = Request::new(());
 //! request.extensions_mut().insert(ctx);
 //! let response = futures::executor::block_on(client.clone().oneshot(request))?;
-//! let budget_ms: u64 = response.body().parse()?;
+//! let budget_ms: u64 = response.body().get_ref().parse()?;
 //! assert!(budget_ms <= 100);
 //!
 //! // A request whose context is done is not sent.
@@ -121,7 +140,7 @@ mod client;
 mod server;
 
 pub use self::client::{ClientFuture, ClientLayer, ClientService, ContextEnded};
-pub use self::server::{MalformedTimeout, ServerFuture, ServerLayer, ServerService};
+pub use self::server::{MalformedTimeout, ServerBody, ServerFuture, ServerLayer, ServerService};
 
 /// The boxed error type of [`ClientService`], as in `tower`: the inner
 /// service's error or a [`ContextEnded`], told apart with `downcast_ref`.
@@ -207,9 +226,11 @@ impl Protocol {
     pub(crate) fn ended<B: Default>(self, error: Error) -> Response<B> {
         match (self, error) {
             (Protocol::Grpc, Error::DeadlineExceeded) => {
-                grpc_answer(GRPC_DEADLINE_EXCEEDED, &error.to_string())
+                grpc_answer(StatusCode::OK, GRPC_DEADLINE_EXCEEDED, &error.to_string())
             }
-            (Protocol::Grpc, Error::Canceled) => grpc_answer(GRPC_CANCELLED, &error.to_string()),
+            (Protocol::Grpc, Error::Canceled) => {
+                grpc_answer(StatusCode::OK, GRPC_CANCELLED, &error.to_string())
+            }
             (Protocol::Http, Error::DeadlineExceeded) => http_answer(StatusCode::GATEWAY_TIMEOUT),
             (Protocol::Http, Error::Canceled) => http_answer(StatusCode::SERVICE_UNAVAILABLE),
         }
@@ -221,18 +242,27 @@ impl Protocol {
         error: &grpc_timeout::ParseTimeoutError,
     ) -> Response<B> {
         match self {
-            // grpc-go: status.Errorf(codes.Internal, "malformed grpc-timeout: %v", err)
-            Protocol::Grpc => {
-                grpc_answer(GRPC_INTERNAL, &format!("malformed grpc-timeout: {error}"))
-            }
+            // grpc-go: earlyAbortStream{httpStatus: http.StatusBadRequest,
+            // status: status.Newf(codes.Internal, "malformed grpc-timeout: %v", err)}
+            Protocol::Grpc => grpc_answer(
+                StatusCode::BAD_REQUEST,
+                GRPC_INTERNAL,
+                &format!("malformed grpc-timeout: {error}"),
+            ),
             Protocol::Http => http_answer(StatusCode::BAD_REQUEST),
         }
     }
 }
 
-/// A trailers-only gRPC answer: HTTP 200 with the status in the headers.
-fn grpc_answer<B: Default>(status: &'static str, message: &str) -> Response<B> {
+/// A trailers-only gRPC answer: `http_status` (200, or 400 for a malformed
+/// request as grpc-go answers) with the gRPC status in the headers.
+fn grpc_answer<B: Default>(
+    http_status: StatusCode,
+    status: &'static str,
+    message: &str,
+) -> Response<B> {
     let mut response = Response::new(B::default());
+    *response.status_mut() = http_status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
     headers.insert(GRPC_STATUS, HeaderValue::from_static(status));
@@ -298,7 +328,7 @@ mod tests {
     fn malformed_grpc_answer_is_internal() {
         let error = grpc_timeout::parse("5 S").unwrap_err();
         let response: Response<()> = Protocol::Grpc.malformed(&error);
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(response.headers()[GRPC_STATUS], "13");
         let message = response.headers()[GRPC_MESSAGE].to_str().unwrap();
         assert!(message.starts_with("malformed grpc-timeout: "), "{message}");

@@ -22,7 +22,7 @@ use crate::run::Run;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MalformedTimeout {
-    /// Answer at once without calling the inner service: gRPC
+    /// Answer at once without calling the inner service: gRPC HTTP 400 with
     /// `grpc-status: 13` (INTERNAL) with `grpc-message: malformed
     /// grpc-timeout: ...`, as grpc-go does; HTTP `400 Bad Request` otherwise.
     /// The default.
@@ -189,7 +189,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Default,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ServerBody<ResBody>>;
     type Error = S::Error;
     type Future = ServerFuture<S::Future, ResBody>;
 
@@ -228,11 +228,12 @@ pin_project! {
     /// Response future of [`ServerService`]: the inner service's response, or
     /// the protocol's answer once the request's context ends first.
     ///
-    /// When the inner service answers, the request's context is *detached*
-    /// rather than canceled: a response body that streams after the head can
-    /// keep using it, and it then ends at its deadline, with the base
-    /// context, or once nothing holds it any more. When the inner service
-    /// fails, the context is canceled.
+    /// When the inner service answers, the request's context is handed to
+    /// the response body ([`ServerBody`]): a body that streams after the head
+    /// can keep using it, and it is canceled once the body has been sent or
+    /// dropped (e.g. the client reset the stream or closed the connection
+    /// mid-body), like Go's request context when the handler returns. When
+    /// the inner service fails, the context is canceled.
     ///
     /// # Cancellation safety
     ///
@@ -278,32 +279,112 @@ where
     F: Future<Output = Result<Response<B>, E>>,
     B: Default,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<ServerBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Answered { response } => Poll::Ready(Ok(response
                 .take()
-                .expect("`ServerFuture` polled after completion"))),
+                .expect("`ServerFuture` polled after completion")
+                .map(ServerBody::answer))),
             KindProj::Running {
                 run,
                 guard,
                 protocol,
             } => match ready!(run.poll(cx)) {
                 Ok(Ok(response)) => {
-                    if let Some(guard) = guard.take() {
-                        guard.detach();
-                    }
-                    Poll::Ready(Ok(response))
+                    // The body owns the guard from now on.
+                    let guard = guard.take();
+                    Poll::Ready(Ok(response.map(|inner| ServerBody { inner, guard })))
                 }
                 Ok(Err(error)) => {
                     // Cancel now rather than when the future is dropped.
                     drop(guard.take());
                     Poll::Ready(Err(error))
                 }
-                Err(error) => Poll::Ready(Ok(protocol.ended(error))),
+                Err(error) => Poll::Ready(Ok(protocol.ended(error).map(ServerBody::answer))),
             },
         }
+    }
+}
+
+pin_project! {
+    /// Response body of [`ServerService`]: the inner service's body, which
+    /// owns the request's [`CancelGuard`]. The request's context is canceled
+    /// when the body ends (its last frame, or an error) or is dropped: hyper
+    /// drops it once it is sent, or when the client resets the stream or
+    /// closes the connection mid-body, so work the handler spawned with the
+    /// context to feed the body stops too.
+    ///
+    /// It implements [`http_body::Body`] when the inner body does; the inner
+    /// body is at [`get_ref`](ServerBody::get_ref) and
+    /// [`into_inner`](ServerBody::into_inner) (which cancels the context).
+    pub struct ServerBody<B> {
+        #[pin]
+        inner: B,
+        guard: Option<CancelGuard>,
+    }
+}
+
+impl<B> ServerBody<B> {
+    /// A body the layer answered with itself: no context to end.
+    fn answer(inner: B) -> ServerBody<B> {
+        ServerBody { inner, guard: None }
+    }
+
+    /// The inner body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+
+    /// The inner body, mutably.
+    pub fn get_mut(&mut self) -> &mut B {
+        &mut self.inner
+    }
+
+    /// Gives the inner body back, canceling the request's context.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: Default> Default for ServerBody<B> {
+    fn default() -> ServerBody<B> {
+        ServerBody::answer(B::default())
+    }
+}
+
+impl<B> fmt::Debug for ServerBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBody")
+            .field("owns_context", &self.guard.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for ServerBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            // The end of the body, or its failure: the request is over.
+            drop(this.guard.take());
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
