@@ -4,8 +4,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cancelctx::tower::{ClientLayer, ContextEnded, MalformedTimeout, ServerLayer};
@@ -766,4 +766,107 @@ async fn malformed_grpc_timeout_is_answered_with_http_400_like_grpc_go() {
     // ..."}`; its handler transport (handler_server.go) answers 400 too.
     assert_eq!(header(&response, "grpc-status"), "13");
     assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{response:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Answers compared with connect-go.
+
+/// Sends a Connect request with an expired `connect-timeout-ms` (`0`) and
+/// returns the answer's status, content type and body.
+async fn connect_answer(request: Request<Body>, http2: bool) -> (StatusCode, String, Bytes) {
+    let handler = service_fn(|_: Request<Incoming>| async {
+        Ok::<_, Infallible>(Response::new(Body::default()))
+    });
+    let (addr, _) = serve(ServerLayer::new().layer(handler)).await;
+    let (parts, body) = request.into_parts();
+    let mut request = Request::from_parts(parts, body);
+    *request.uri_mut() = format!("http://{addr}{}", request.uri()).parse().unwrap();
+    let response = within("response", client(http2).request(request))
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = header(&response, "content-type").to_owned();
+    let body = within("body", response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, content_type, body)
+}
+
+/// Regression: a Connect unary call whose deadline passed was answered with
+/// a bare 504, which connect-go reads by its HTTP status: `unavailable` (a
+/// code clients retry), not `deadline_exceeded`. connect-go reads a unary
+/// error from a JSON body first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_unary_deadline_answer_is_a_connect_deadline_exceeded_error() {
+    let request = Request::post("/pkg.Service/Method")
+        .header("content-type", "application/proto")
+        .header("connect-protocol-version", "1")
+        .header(grpc_timeout::CONNECT_HEADER, "0")
+        .body(Body::default())
+        .unwrap();
+    let (status, content_type, body) = connect_answer(request, false).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(content_type, "application/json");
+    assert_eq!(
+        body,
+        r#"{"code":"deadline_exceeded","message":"context deadline exceeded"}"#
+    );
+    // A unary GET call says it is Connect in its query.
+    let request = Request::get("/pkg.Service/Method?encoding=json&message=%7B%7D&connect=v1")
+        .header(grpc_timeout::CONNECT_HEADER, "0")
+        .body(Body::default())
+        .unwrap();
+    let (status, content_type, body) = connect_answer(request, false).await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "application/json")
+    );
+    assert!(
+        body.starts_with(br#"{"code":"deadline_exceeded""#),
+        "{body:?}"
+    );
+}
+
+/// Regression: the same for a Connect streaming call, whose errors the
+/// protocol carries in an end-of-stream message (envelope flag 0x02) of an
+/// HTTP 200 answer in the call's own content type; connect-go's streaming
+/// client turns any other status into `connectHTTPToCode` (504:
+/// `unavailable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_streaming_deadline_answer_is_an_end_stream_message() {
+    let request = Request::post("/pkg.Service/Stream")
+        .header("content-type", "application/connect+proto")
+        .header("connect-protocol-version", "1")
+        .header(grpc_timeout::CONNECT_HEADER, "0")
+        .body(Body::default())
+        .unwrap();
+    let (status, content_type, body) = connect_answer(request, true).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "application/connect+proto");
+    let message =
+        br#"{"error":{"code":"deadline_exceeded","message":"context deadline exceeded"}}"#;
+    assert_eq!(body[0], 0x02, "{body:?}");
+    assert_eq!(body[1..5], (message.len() as u32).to_be_bytes());
+    assert_eq!(&body[5..], &message[..]);
+}
+
+/// A malformed `connect-timeout-ms` on a Connect call: `invalid_argument`,
+/// as connect-go answers, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_malformed_timeout_is_invalid_argument() {
+    let request = Request::post("/pkg.Service/Method")
+        .header("content-type", "application/json")
+        .header("connect-protocol-version", "1")
+        .header(grpc_timeout::CONNECT_HEADER, "-5")
+        .body(Body::default())
+        .unwrap();
+    let (status, content_type, body) = connect_answer(request, false).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(content_type, "application/json");
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        body.starts_with(r#"{"code":"invalid_argument","message":"malformed connect-timeout-ms: "#),
+        "{body}"
+    );
 }

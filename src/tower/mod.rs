@@ -24,39 +24,45 @@
 //!
 //! A request is a **gRPC** request when its `content-type` (any of its
 //! values) starts with `application/grpc` (this includes
-//! `application/grpc+proto` and gRPC-Web);
-//! any other request (Connect unary, plain HTTP) uses the Connect header.
+//! `application/grpc+proto` and gRPC-Web); it is a **Connect** call when its
+//! `content-type` starts with `application/connect+` (a streaming call), or
+//! it carries `connect-protocol-version` or, for a `GET`, `connect=v1` in its
+//! query (a unary call). Connect and plain HTTP requests use the Connect
+//! header; each protocol gets its own answers.
 //!
-//! | | gRPC | other |
-//! |---|---|---|
-//! | header read and written | [`grpc-timeout`](crate::grpc_timeout::HEADER) | [`connect-timeout-ms`](crate::grpc_timeout::CONNECT_HEADER) |
-//! | context's deadline passed | `200`, `grpc-status: 4` (DEADLINE_EXCEEDED) | `504 Gateway Timeout` |
-//! | base context canceled | `200`, `grpc-status: 1` (CANCELLED) | `503 Service Unavailable` |
-//! | malformed header (default: [`MalformedTimeout::Reject`]) | `400`, `grpc-status: 13` (INTERNAL), `grpc-message: malformed grpc-timeout: ...`, as grpc-go does | `400 Bad Request`, as connect-go answers `invalid_argument` |
+//! | | gRPC | Connect | other HTTP |
+//! |---|---|---|---|
+//! | header read and written | [`grpc-timeout`](crate::grpc_timeout::HEADER) | [`connect-timeout-ms`](crate::grpc_timeout::CONNECT_HEADER) | [`connect-timeout-ms`](crate::grpc_timeout::CONNECT_HEADER) |
+//! | context's deadline passed | `200`, `grpc-status: 4` (DEADLINE_EXCEEDED) | `deadline_exceeded` (unary: `504`) | `504 Gateway Timeout` |
+//! | base context canceled | `200`, `grpc-status: 1` (CANCELLED) | `canceled` (unary: `499`) | `503 Service Unavailable` |
+//! | malformed header (default: [`MalformedTimeout::Reject`]) | `400`, `grpc-status: 13` (INTERNAL), `grpc-message: malformed grpc-timeout: ...`, as grpc-go does | `invalid_argument` (unary: `400`), `malformed connect-timeout-ms: ...`, as connect-go answers | `400 Bad Request` |
 //!
 //! gRPC answers are *trailers-only* responses (HTTP 200, but 400 for a
 //! malformed header, as grpc-go's `earlyAbortStream`): the status is in the headers
 //! (with `content-type: application/grpc` and a percent-encoded
 //! `grpc-message` of `context deadline exceeded` or `context canceled`) and
 //! the body is empty, which every gRPC client (tonic, grpc-go, ...) reads as
-//! the call's status. Other answers have an empty body.
+//! the call's status. Connect answers are the protocol's error: for a unary
+//! call, the code's HTTP status (as connect-go maps it) with a JSON body
+//! `{"code":"deadline_exceeded","message":"context deadline exceeded"}`; for
+//! a streaming call, HTTP 200 in the call's content type with only an
+//! end-of-stream message carrying `{"error":{...}}`. The Connect answers'
+//! bytes come before the (default, empty) inner body of the [`ServerBody`],
+//! so the body's data type must convert from `Vec<u8>` (hyper's, tonic's and
+//! axum's [`Bytes`] do). Other answers have an empty body.
 //!
 //! # Limits
 //!
-//! - **The deadline starts at [`call`](tower_service::Service::call).** Time a
-//!   request spends before it, waiting for the inner service's readiness (a
-//!   concurrency limit that is full), is not counted against the request's
-//!   timeout, as with tonic's own timeout layer: the context is made when the
-//!   request reaches the layer, and `poll_ready` has no request yet. Where
-//!   that wait can be long, shed load rather than queue it (e.g. tower's
-//!   `load_shed` over the limit), so that a request waits in no queue the
-//!   deadline does not see.
-//! - **Connect clients read the answers by their HTTP status.** The answers
-//!   carry no Connect error body (the layer's only way to make a body is
-//!   `ResBody::default()`), and connect-go maps `504` and `503` to
-//!   `unavailable`, not `deadline_exceeded` / `canceled`; a Connect streaming
-//!   call expects its error in an end-of-stream message. gRPC clients and
-//!   plain HTTP are not affected.
+//! **The deadline starts at [`call`](tower_service::Service::call).** Time a
+//! request spends before it, waiting for the inner service's readiness (a
+//! concurrency limit that is full), is not counted against the request's
+//! timeout, as with tonic's own timeout layer: the context is made when the
+//! request reaches the layer, and `poll_ready` has no request yet. Where
+//! that wait can be long, shed load rather than queue it (e.g. tower's
+//! `load_shed` over the limit), so that a request waits in no queue the
+//! deadline does not see.
+//!
+//! [`Bytes`]: https://docs.rs/bytes
 //!
 //! The header's value is parsed with the strict codec of
 //! [`grpc_timeout`] module; the client writes it with
@@ -130,12 +136,11 @@
 //!
 //! [`tower`]: https://docs.rs/tower
 
-use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use http::{Response, StatusCode};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
-use crate::error::Error;
 use crate::grpc_timeout;
 
+mod answer;
 mod client;
 mod server;
 
@@ -146,21 +151,15 @@ pub use self::server::{MalformedTimeout, ServerBody, ServerFuture, ServerLayer, 
 /// service's error or a [`ContextEnded`], told apart with `downcast_ref`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 const GRPC_CONTENT_TYPE: &str = "application/grpc";
 
-/// gRPC status codes used in synthesized answers.
-const GRPC_CANCELLED: &str = "1";
-const GRPC_DEADLINE_EXCEEDED: &str = "4";
-const GRPC_INTERNAL: &str = "13";
-
-/// The wire protocol of a request, which decides the header and the answers.
+/// The wire protocol of a request as far as its timeout header goes: which
+/// header carries it, in which unit (the answers are `answer.rs`'s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Protocol {
-    /// `content-type: application/grpc*`: `grpc-timeout`, grpc-status answers.
+    /// `content-type: application/grpc*`: `grpc-timeout`.
     Grpc,
-    /// Anything else: `connect-timeout-ms`, HTTP status answers.
+    /// Anything else (Connect, plain HTTP): `connect-timeout-ms`.
     Http,
 }
 
@@ -221,92 +220,11 @@ impl Protocol {
         };
         HeaderValue::try_from(text).expect("encoded timeouts are ASCII digits and a unit")
     }
-
-    /// The answer to a request whose context ended before its response.
-    pub(crate) fn ended<B: Default>(self, error: Error) -> Response<B> {
-        match (self, error) {
-            (Protocol::Grpc, Error::DeadlineExceeded) => {
-                grpc_answer(StatusCode::OK, GRPC_DEADLINE_EXCEEDED, &error.to_string())
-            }
-            (Protocol::Grpc, Error::Canceled) => {
-                grpc_answer(StatusCode::OK, GRPC_CANCELLED, &error.to_string())
-            }
-            (Protocol::Http, Error::DeadlineExceeded) => http_answer(StatusCode::GATEWAY_TIMEOUT),
-            (Protocol::Http, Error::Canceled) => http_answer(StatusCode::SERVICE_UNAVAILABLE),
-        }
-    }
-
-    /// The answer to a request whose timeout header does not parse.
-    pub(crate) fn malformed<B: Default>(
-        self,
-        error: &grpc_timeout::ParseTimeoutError,
-    ) -> Response<B> {
-        match self {
-            // grpc-go: earlyAbortStream{httpStatus: http.StatusBadRequest,
-            // status: status.Newf(codes.Internal, "malformed grpc-timeout: %v", err)}
-            Protocol::Grpc => grpc_answer(
-                StatusCode::BAD_REQUEST,
-                GRPC_INTERNAL,
-                &format!("malformed grpc-timeout: {error}"),
-            ),
-            Protocol::Http => http_answer(StatusCode::BAD_REQUEST),
-        }
-    }
-}
-
-/// A trailers-only gRPC answer: `http_status` (200, or 400 for a malformed
-/// request as grpc-go answers) with the gRPC status in the headers.
-fn grpc_answer<B: Default>(
-    http_status: StatusCode,
-    status: &'static str,
-    message: &str,
-) -> Response<B> {
-    let mut response = Response::new(B::default());
-    *response.status_mut() = http_status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
-    headers.insert(GRPC_STATUS, HeaderValue::from_static(status));
-    let message = HeaderValue::try_from(percent_encode(message))
-        .expect("percent-encoded text is visible ASCII");
-    headers.insert(GRPC_MESSAGE, message);
-    response
-}
-
-/// An answer with only an HTTP status.
-fn http_answer<B: Default>(status: StatusCode) -> Response<B> {
-    let mut response = Response::new(B::default());
-    *response.status_mut() = status;
-    response
-}
-
-/// Percent-encodes a `grpc-message` value as the gRPC spec asks: every byte
-/// outside printable ASCII (0x20..=0x7E), and `%` itself, becomes `%XX`.
-pub(crate) fn percent_encode(message: &str) -> String {
-    use std::fmt::Write as _;
-    let mut encoded = String::with_capacity(message.len());
-    for &byte in message.as_bytes() {
-        if (0x20..=0x7E).contains(&byte) && byte != b'%' {
-            encoded.push(char::from(byte));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(encoded, "%{byte:02X}");
-        }
-    }
-    encoded
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_encoding_keeps_printable_ascii() {
-        assert_eq!(
-            percent_encode("context deadline exceeded"),
-            "context deadline exceeded"
-        );
-        assert_eq!(percent_encode("100% \"é\"\n"), "100%25 \"%C3%A9\"%0A");
-    }
 
     #[test]
     fn protocol_follows_content_type() {
@@ -322,15 +240,5 @@ mod tests {
         // Several values: gRPC if any is.
         headers.append(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         assert_eq!(Protocol::of(&headers), Protocol::Grpc);
-    }
-
-    #[test]
-    fn malformed_grpc_answer_is_internal() {
-        let error = grpc_timeout::parse("5 S").unwrap_err();
-        let response: Response<()> = Protocol::Grpc.malformed(&error);
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(response.headers()[GRPC_STATUS], "13");
-        let message = response.headers()[GRPC_MESSAGE].to_str().unwrap();
-        assert!(message.starts_with("malformed grpc-timeout: "), "{message}");
     }
 }

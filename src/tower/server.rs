@@ -12,6 +12,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::Protocol;
+use super::answer::Answer;
 use crate::context::Context;
 use crate::grpc_timeout::ParseTimeoutError;
 use crate::guard::CancelGuard;
@@ -22,10 +23,10 @@ use crate::run::Run;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MalformedTimeout {
-    /// Answer at once without calling the inner service: gRPC HTTP 400 with
-    /// `grpc-status: 13` (INTERNAL) with `grpc-message: malformed
-    /// grpc-timeout: ...`, as grpc-go does; HTTP `400 Bad Request` otherwise.
-    /// The default.
+    /// Answer at once without calling the inner service: for gRPC, HTTP 400
+    /// with `grpc-status: 13` (INTERNAL) and `grpc-message: malformed
+    /// grpc-timeout: ...`, as grpc-go does; for Connect, `invalid_argument`,
+    /// as connect-go does; otherwise `400 Bad Request`. The default.
     #[default]
     Reject,
     /// Ignore the malformed value: the request gets the configured default
@@ -199,9 +200,10 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let protocol = Protocol::of(request.headers());
+        let answer = Answer::of(request.headers(), request.uri().query());
         let timeout = match self.config.timeout(protocol, request.headers()) {
             Ok(timeout) => timeout,
-            Err(error) => return ServerFuture::answered(protocol.malformed(&error)),
+            Err(error) => return ServerFuture::answered(answer.malformed(&error)),
         };
         let (ctx, guard) = match timeout {
             Some(timeout) => self.config.base.with_timeout(timeout),
@@ -210,7 +212,7 @@ where
         // Expired on arrival (`grpc-timeout: 0S`, a late request, a base that
         // is shutting down): answer without running the handler.
         if let Some(error) = ctx.err() {
-            return ServerFuture::answered(protocol.ended(error));
+            return ServerFuture::answered(answer.ended(error));
         }
         request.extensions_mut().insert(ctx.clone());
         let run = ctx.run(self.inner.call(request));
@@ -218,7 +220,7 @@ where
             kind: Kind::Running {
                 run,
                 guard: Some(guard),
-                protocol,
+                answer,
             },
         }
     }
@@ -253,19 +255,19 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F, B> {
         // Answered by the layer without calling the inner service.
-        Answered { response: Option<Response<B>> },
+        Answered { response: Option<Response<ServerBody<B>>> },
         // The inner service's future, bounded by the request's context.
         Running {
             #[pin]
             run: Run<F>,
             guard: Option<CancelGuard>,
-            protocol: Protocol,
+            answer: Answer,
         },
     }
 }
 
 impl<F, B> ServerFuture<F, B> {
-    fn answered(response: Response<B>) -> Self {
+    fn answered(response: Response<ServerBody<B>>) -> Self {
         ServerFuture {
             kind: Kind::Answered {
                 response: Some(response),
@@ -285,24 +287,23 @@ where
         match self.project().kind.project() {
             KindProj::Answered { response } => Poll::Ready(Ok(response
                 .take()
-                .expect("`ServerFuture` polled after completion")
-                .map(ServerBody::answer))),
-            KindProj::Running {
-                run,
-                guard,
-                protocol,
-            } => match ready!(run.poll(cx)) {
+                .expect("`ServerFuture` polled after completion"))),
+            KindProj::Running { run, guard, answer } => match ready!(run.poll(cx)) {
                 Ok(Ok(response)) => {
                     // The body owns the guard from now on.
                     let guard = guard.take();
-                    Poll::Ready(Ok(response.map(|inner| ServerBody { inner, guard })))
+                    Poll::Ready(Ok(response.map(|inner| ServerBody {
+                        inner,
+                        answer: None,
+                        guard,
+                    })))
                 }
                 Ok(Err(error)) => {
                     // Cancel now rather than when the future is dropped.
                     drop(guard.take());
                     Poll::Ready(Err(error))
                 }
-                Err(error) => Poll::Ready(Ok(protocol.ended(error).map(ServerBody::answer))),
+                Err(error) => Poll::Ready(Ok(answer.ended(error))),
             },
         }
     }
@@ -316,20 +317,37 @@ pin_project! {
     /// closes the connection mid-body, so work the handler spawned with the
     /// context to feed the body stops too.
     ///
-    /// It implements [`http_body::Body`] when the inner body does; the inner
-    /// body is at [`get_ref`](ServerBody::get_ref) and
+    /// It implements [`http_body::Body`] when the inner body does and its
+    /// data type converts from `Vec<u8>` (as [`Bytes`] does): the layer's own
+    /// answers to Connect calls carry an error message, sent before the
+    /// (empty, default) inner body. The inner body is at
+    /// [`get_ref`](ServerBody::get_ref) and
     /// [`into_inner`](ServerBody::into_inner) (which cancels the context).
+    ///
+    /// [`Bytes`]: https://docs.rs/bytes
     pub struct ServerBody<B> {
         #[pin]
         inner: B,
+        // The layer's own answer, sent first (Connect error messages).
+        answer: Option<Vec<u8>>,
         guard: Option<CancelGuard>,
     }
 }
 
 impl<B> ServerBody<B> {
-    /// A body the layer answered with itself: no context to end.
-    fn answer(inner: B) -> ServerBody<B> {
-        ServerBody { inner, guard: None }
+    /// A body the layer answers with itself: no context to end.
+    pub(crate) fn answer(inner: B, answer: Option<Vec<u8>>) -> ServerBody<B> {
+        ServerBody {
+            inner,
+            answer,
+            guard: None,
+        }
+    }
+
+    /// The bytes of the layer's own answer not yet sent.
+    #[cfg(test)]
+    pub(crate) fn answer_bytes(&self) -> Option<&[u8]> {
+        self.answer.as_deref()
     }
 
     /// The inner body.
@@ -342,7 +360,8 @@ impl<B> ServerBody<B> {
         &mut self.inner
     }
 
-    /// Gives the inner body back, canceling the request's context.
+    /// Gives the inner body back, canceling the request's context (and
+    /// dropping the layer's own answer, if this is one).
     pub fn into_inner(self) -> B {
         self.inner
     }
@@ -350,7 +369,7 @@ impl<B> ServerBody<B> {
 
 impl<B: Default> Default for ServerBody<B> {
     fn default() -> ServerBody<B> {
-        ServerBody::answer(B::default())
+        ServerBody::answer(B::default(), None)
     }
 }
 
@@ -358,11 +377,16 @@ impl<B> fmt::Debug for ServerBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerBody")
             .field("owns_context", &self.guard.is_some())
+            .field("answer_bytes", &self.answer.as_ref().map(Vec::len))
             .finish_non_exhaustive()
     }
 }
 
-impl<B: http_body::Body> http_body::Body for ServerBody<B> {
+impl<B> http_body::Body for ServerBody<B>
+where
+    B: http_body::Body,
+    B::Data: From<Vec<u8>>,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -371,6 +395,9 @@ impl<B: http_body::Body> http_body::Body for ServerBody<B> {
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
         let this = self.project();
+        if let Some(answer) = this.answer.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(answer.into()))));
+        }
         let frame = ready!(this.inner.poll_frame(cx));
         if !matches!(frame, Some(Ok(_))) {
             // The end of the body, or its failure: the request is over.
@@ -380,11 +407,18 @@ impl<B: http_body::Body> http_body::Body for ServerBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.answer.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        let answer = self.answer.as_ref().map_or(0, Vec::len) as u64;
+        let inner = self.inner.size_hint();
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(answer));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(answer));
+        }
+        hint
     }
 }
 
