@@ -3,16 +3,14 @@
 
 mod common;
 
-use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use cancelctx::{Cause, Context, Error, Group, GroupScope, Spawner, Wait};
-use common::{CountingWaker, PATIENCE, eventually, poll_once};
+use common::{CountingWaker, DropFlag, Gauge, PATIENCE, YieldNow, eventually, poll_once};
 use futures::channel::oneshot;
 use futures::executor::block_on;
 use futures::future::FusedFuture;
@@ -28,48 +26,6 @@ impl std::error::Error for Boom {}
 
 fn boom(cause: &Cause) -> Option<&'static str> {
     cause.downcast_ref::<Boom>().map(|b| b.0)
-}
-
-/// Pending once (waking itself), then ready: a cooperative yield.
-#[derive(Default)]
-struct YieldNow(bool);
-impl Future for YieldNow {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
-/// Sets its flag when dropped.
-struct DropFlag(Arc<AtomicBool>);
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Tracks how many members run at once and the most seen.
-#[derive(Default)]
-struct Gauge {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-impl Gauge {
-    fn enter(&self) {
-        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(now, Ordering::SeqCst);
-    }
-    fn leave(&self) {
-        self.now.fetch_sub(1, Ordering::SeqCst);
-    }
-    fn max(&self) -> usize {
-        self.max.load(Ordering::SeqCst)
-    }
 }
 
 fn assert_send<T: Send>() {}

@@ -28,7 +28,7 @@ use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use cancelctx::{Cause, Context, Error, Group};
-use common::{CountingWaker, PATIENCE, poll_once};
+use common::{CountingWaker, DropFlag, Gauge, PATIENCE, YieldNow, poll_once};
 use futures::executor::block_on;
 
 struct PanickingWaker;
@@ -71,21 +71,6 @@ fn finishes_within<T: Send + 'static>(
         let _ = tx.send(r);
     });
     rx.recv_timeout(limit).ok()
-}
-
-/// Pending once (waking itself), then ready: a cooperative yield.
-#[derive(Default)]
-struct YieldNow(bool);
-impl Future for YieldNow {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -153,36 +138,12 @@ impl Drop for MemberAlwaysPanicsOnDrop {
     }
 }
 
-/// Sets its flag when dropped.
-struct DropFlag(Arc<AtomicBool>);
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
 /// Runs `f` on a thread; panics if it has not finished within `PATIENCE`.
 fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     match finishes_within(PATIENCE, f) {
         Some(Ok(v)) => v,
         Some(Err(payload)) => std::panic::resume_unwind(payload),
         None => panic!("{what}: did not finish within {PATIENCE:?} (hung)"),
-    }
-}
-
-/// Tracks how many members run at once and the most seen.
-#[derive(Default)]
-struct Gauge {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-impl Gauge {
-    fn enter(&self) {
-        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(now, Ordering::SeqCst);
-    }
-    fn leave(&self) {
-        self.now.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -722,9 +683,9 @@ async fn async_round(seed: u64, threads: bool) {
     // The waiting member counts as one more under the limit, so members
     // admitted meanwhile are still bounded by `limit`.
     assert!(
-        gauge.max.load(Ordering::SeqCst) <= limit,
+        gauge.max() <= limit,
         "over-admission: {} > {limit}",
-        gauge.max.load(Ordering::SeqCst)
+        gauge.max()
     );
     assert_eq!(ran.load(Ordering::SeqCst), accepted.load(Ordering::SeqCst));
     assert!(group.context().is_done());
@@ -833,7 +794,7 @@ fn stress_scope_set_limit_races_spawn() {
             .unwrap();
         });
         // The member that set the limit counts itself.
-        assert!(gauge.max.load(Ordering::SeqCst) <= max_limit);
+        assert!(gauge.max() <= max_limit);
         assert_eq!(ran.load(Ordering::SeqCst), accepted.load(Ordering::SeqCst));
     }
 }
