@@ -264,6 +264,40 @@ impl Context {
         }
     }
 
+    /// For the `tracing` hook: the nearest `named` link at or above this
+    /// context, found no further up than the nearest cancelable context.
+    /// `Err(node)` if the lookup reached a cancelable context first (whose
+    /// name is then this one's).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn named_link_in_segment(&self) -> Result<Option<Context>, &Arc<CancelNode>> {
+        let mut ctx = self;
+        loop {
+            ctx = match &ctx.repr {
+                Repr::Link(link) => {
+                    if let LinkKind::Named = link.kind {
+                        return Ok(Some(ctx.clone()));
+                    }
+                    &link.parent
+                }
+                Repr::Cancel(node) => return Err(node),
+                Repr::Background | Repr::Todo => return Ok(None),
+            };
+        }
+    }
+
+    /// For the `tracing` hook: the nearest `named` link at or above this
+    /// context (its [`name`](Context::name) is this context's).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn named_link(&self) -> Option<Context> {
+        let mut ctx = self;
+        loop {
+            match ctx.named_link_in_segment() {
+                Ok(found) => return found,
+                Err(node) => ctx = &node.parent,
+            }
+        }
+    }
+
     /// A child that keeps this context's values but is never canceled and has
     /// no deadline: for work that must finish even when the request that
     /// started it ends (an audit log write, say).
@@ -294,8 +328,9 @@ impl Context {
     /// [`Error::Canceled`] or [`Error::DeadlineExceeded`] forever after.
     ///
     /// An atomic load; never allocates. On a live context with a deadline,
-    /// the calling thread also reads the clock once every 16 such checks
-    /// and, if the deadline has passed, ends the context itself rather than
+    /// the calling thread also compares the deadline with its latest clock
+    /// reading (renewed once every 16 such checks, whichever contexts they
+    /// are on) and, if the deadline has passed, ends the context itself rather than
     /// wait for the timer thread (which may not have a CPU yet): a loop that
     /// polls `err()` or [`is_done`](Context::is_done) sees its deadline
     /// within 16 checks of it, even when every core is busy. Never

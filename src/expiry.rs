@@ -21,7 +21,8 @@
 //! ([`CancelNode::expire`] → `Alarm::fire` → `cancel`): the first cancel
 //! wins, so racing the timer thread, a guard or another observer is
 //! harmless. Nothing here fires early: each fires only a deadline at or
-//! before a fresh `Instant::now()`.
+//! before an `Instant::now()` the thread has read (a check compares with
+//! the thread's latest reading, taken at most 16 checks ago).
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -38,50 +39,85 @@ use crate::sync;
 /// make `is_done()` ten times dearer; one read every 16 checks, with the
 /// count, adds ~2 ns to each (`err/live`: 1.3–2.2 → 2.6–4.0 ns) and still
 /// finds a passed deadline within 16 checks of a loop that polls it. The
-/// count is per thread and shared by every context the thread checks; a
-/// context checked rarely is fired by the timer thread as before.
+/// count is per thread and shared by every context the thread checks, and
+/// so is the reading: every check compares its deadline with the thread's
+/// latest one, so a loop checking several contexts sees each deadline
+/// within 16 checks (a context checked rarely is fired by the timer thread
+/// as before).
 const CHECKS_PER_CLOCK_READ: u32 = 16;
 
 thread_local! {
-    /// Checks left on this thread until the next clock read.
-    static CHECKS_LEFT: Cell<u32> = const { Cell::new(0) };
+    /// This thread's clock: checks left until the next clock read, and the
+    /// last reading (a time that has certainly passed).
+    static CLOCK: Clock = const {
+        Clock {
+            left: Cell::new(0),
+            last: Cell::new(None),
+        }
+    };
+}
+
+struct Clock {
+    left: Cell<u32>,
+    last: Cell<Option<Instant>>,
 }
 
 /// `node.err()` for a caller that observes the context: also fires the
-/// node's deadline (its own or an ancestor's) if a clock read, taken once
-/// every [`CHECKS_PER_CLOCK_READ`] checks on this thread, finds it passed.
+/// node's deadline (its own or an ancestor's) if it is at or before this
+/// thread's latest clock reading, taken once every [`CHECKS_PER_CLOCK_READ`]
+/// checks on this thread. Every check compares with that reading, whichever
+/// context it was taken for, so a loop checking several contexts sees each
+/// one's deadline within [`CHECKS_PER_CLOCK_READ`] checks of it.
 #[inline]
 pub(crate) fn observe(node: &Arc<CancelNode>) -> Option<Error> {
     let err = node.err();
-    if err.is_none() && node.deadline.is_some() && clock_read_due() {
-        return check_clock(node);
+    if err.is_none() {
+        if let Some(at) = node.deadline {
+            if let Some(now) = passed(at) {
+                return fire_passed(node, now);
+            }
+        }
     }
     err
 }
 
-/// Counts one check; `true` every [`CHECKS_PER_CLOCK_READ`]th (and on a
-/// thread's first).
+/// Counts one check of a deadline `at`; reads the clock every
+/// [`CHECKS_PER_CLOCK_READ`]th check (and on a thread's first). Returns a
+/// clock reading at or after `at`, if this thread has one.
 #[inline]
-fn clock_read_due() -> bool {
-    CHECKS_LEFT
-        .try_with(|left| match left.get() {
-            0 => {
-                left.set(CHECKS_PER_CLOCK_READ - 1);
-                true
-            }
-            n => {
-                left.set(n - 1);
-                false
-            }
+fn passed(at: Instant) -> Option<Instant> {
+    CLOCK
+        .try_with(|clock| {
+            let now = match clock.left.get() {
+                0 => {
+                    clock.left.set(CHECKS_PER_CLOCK_READ - 1);
+                    let now = Instant::now();
+                    clock.last.set(Some(now));
+                    now
+                }
+                n => {
+                    clock.left.set(n - 1);
+                    clock.last.get()?
+                }
+            };
+            (at <= now).then_some(now)
         })
         // Only while the thread's locals are being torn down.
-        .unwrap_or(true)
+        .unwrap_or_else(|_| Some(Instant::now()).filter(|now| at <= *now))
+}
+
+/// Whether the next check reads the clock (tests).
+#[cfg(all(test, not(loom)))]
+fn clock_read_due() -> bool {
+    let due = CLOCK.with(|clock| clock.left.get() == 0);
+    let _ = passed(Instant::now());
+    due
 }
 
 #[cold]
 #[inline(never)]
-fn check_clock(node: &Arc<CancelNode>) -> Option<Error> {
-    expire_if_passed(node, Instant::now());
+fn fire_passed(node: &Arc<CancelNode>, now: Instant) -> Option<Error> {
+    expire_if_passed(node, now);
     node.err()
 }
 

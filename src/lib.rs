@@ -72,9 +72,11 @@
 //!   ([`err`](Context::err), [`is_done`](Context::is_done),
 //!   [`cause`](Context::cause), or a poll of [`done`](Context::done)) reads
 //!   the clock once every 16 such checks ([`remaining`](Context::remaining)
-//!   on every call), and does the same if the deadline has passed. A CPU-bound loop that
+//!   on every call), compares every check's deadline with its latest
+//!   reading, and does the same if the deadline has passed. A CPU-bound loop that
 //!   checks `is_done()` sees its deadline within 16 iterations, even when
-//!   every core is busy and the timer thread cannot run.
+//!   every core is busy and the timer thread cannot run; one that checks
+//!   several contexts sees each one's within 16 checks.
 //!
 //! Either way the context ends exactly as if the timer had fired it
 //! (`DeadlineExceeded`, the deadline's cause, its children, its

@@ -81,10 +81,19 @@ fn loom_models_parent_vs_child_cancel() {
             gc.cancel_with_cause(Cause::msg("child"));
             assert!(g2.is_done());
         });
+        // A done node has no children, whoever is still walking below it or
+        // waiting for that walk (a waiting canceller is not a child).
+        let c2 = child.clone();
+        let observer = thread::spawn(move || {
+            if c2.is_done() {
+                assert_eq!(c2.child_count(), 0);
+            }
+        });
         gp.cancel();
         assert!(child.is_done());
         assert!(grandchild.is_done());
         t.join().unwrap();
+        observer.join().unwrap();
         // First cause wins, consistently along the chain.
         let c = child.cause().unwrap().to_string();
         assert_eq!(grandchild.cause().unwrap().to_string(), c);

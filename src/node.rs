@@ -36,8 +36,8 @@
 //!    A thread waiting in (4) therefore waits for a walk that cannot block on
 //!    it, and the waits only point down the tree: no deadlock.
 //! 6. A deadline ends its node only through [`Alarm::fire`] → `cancel`,
-//!    called by the timer thread or by a thread whose own fresh clock reading
-//!    is at or past it (`expiry.rs`). Nothing ends early, and racing fires
+//!    called by the timer thread or by a thread whose own clock reading is at
+//!    or past it (`expiry.rs`: a real reading, at most 16 checks old). Nothing ends early, and racing fires
 //!    are concurrent cancels: the first wins.
 //!
 //! # Lock order
@@ -201,8 +201,11 @@ struct Drained {
 /// Work a cancellation defers until the walk is over (invariant 5).
 #[derive(Default)]
 struct Aftermath {
-    /// Nodes to notify; those this walk ended carry how (for `observe`).
-    nodes: Vec<(Arc<CancelNode>, Option<End>)>,
+    /// Nodes to notify; those this walk ended carry how (for `observe`)
+    /// and, for the `tracing` hook, their name's link, found during the
+    /// walk (a lookup per node, each up to the root, made a deep cancel
+    /// quadratic).
+    nodes: Vec<(Arc<CancelNode>, Option<Ended>)>,
     timers: Vec<Entry>,
     funcs: Vec<Arc<Registration>>,
     wakers: Vec<Waker>,
@@ -221,9 +224,11 @@ impl Aftermath {
             func.fire();
         }
         let mut panic = wake_all(self.wakers);
-        for (node, how) in &self.nodes {
-            if let Some(how) = how {
-                run_caught(&mut panic, || observe::ended(node, err, *how, cause));
+        for (_, ended) in &self.nodes {
+            if let Some((how, named)) = ended {
+                run_caught(&mut panic, || {
+                    observe::ended_named(|| name_of(named), err, *how, cause)
+                });
             }
         }
         // Dropping the rest now may drop nodes and, through them, user
@@ -274,6 +279,57 @@ fn run_caught(panic: &mut Option<Box<dyn Any + Send>>, f: impl FnOnce()) {
 struct Frame {
     node: Arc<CancelNode>,
     children: smallvec::IntoIter<[Slot<Child>; crate::slab::INLINE]>,
+    named: Named,
+}
+
+/// How a node the walk ended ended, and its name (see [`Named`]).
+type Ended = (End, Named);
+
+/// What the `tracing` hook needs to name an ended node: the nearest `named`
+/// link above it, if any (`None` while the event is disabled; nothing
+/// without the feature).
+#[cfg(feature = "tracing")]
+type Named = Option<Option<Context>>;
+#[cfg(not(feature = "tracing"))]
+type Named = ();
+
+/// `Named` of the node a cancel walk starts from (one walk up the chain).
+#[cfg(feature = "tracing")]
+fn named_root(node: &CancelNode) -> Named {
+    if tracing::enabled!(target: "cancelctx", tracing::Level::DEBUG) {
+        Some(node.parent.named_link())
+    } else {
+        None
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+fn named_root(_: &CancelNode) -> Named {}
+
+/// `Named` of `child`, registered under the node named `parent`: only the
+/// links between the two are looked at.
+#[cfg(feature = "tracing")]
+fn named_child(child: &CancelNode, parent: &Named) -> Named {
+    let inherited = parent.as_ref()?;
+    Some(
+        child
+            .parent
+            .named_link_in_segment()
+            .unwrap_or_else(|_| inherited.clone()),
+    )
+}
+
+#[cfg(not(feature = "tracing"))]
+fn named_child(_: &CancelNode, _: &Named) -> Named {}
+
+#[cfg(feature = "tracing")]
+fn name_of(named: &Named) -> Option<&str> {
+    named.as_ref()?.as_ref()?.name()
+}
+
+#[cfg(not(feature = "tracing"))]
+fn name_of(_: &Named) -> Option<&str> {
+    None
 }
 
 impl CancelNode {
@@ -630,6 +686,7 @@ impl CancelNode {
         let mut stack = vec![Frame {
             node: self.clone(),
             children: drained.children.into_iter(),
+            named: named_root(self),
         }];
         while let Some(top) = stack.last_mut() {
             let Some(slot) = top.children.next() else {
@@ -640,7 +697,7 @@ impl CancelNode {
                 } else {
                     End::Parent
                 };
-                after.nodes.push((frame.node, Some(ended)));
+                after.nodes.push((frame.node, Some((ended, frame.named))));
                 continue;
             };
             match slot {
@@ -656,9 +713,12 @@ impl CancelNode {
                         Some(d) => {
                             after.timers.extend(d.timer);
                             after.old_causes.extend(d.old_cause);
+                            #[allow(clippy::let_unit_value)] // without `tracing`
+                            let named = named_child(&child, &top.named);
                             stack.push(Frame {
                                 node: child,
                                 children: d.children.into_iter(),
+                                named,
                             });
                         }
                         None => {
@@ -702,7 +762,10 @@ impl CancelNode {
         }
         // Never withdrawn: `mark_propagated` drains it. (Only wakers enter a
         // done node's slab: registration refuses children, invariant 2.)
-        inner.cold().children.insert(Child::Waiter(waker));
+        // Counted as a waiter, not a child (`child_count`).
+        let cold = inner.cold();
+        cold.children.insert(Child::Waiter(waker));
+        cold.waiters += 1;
         drop(inner);
         while self.state.load(Ordering::Acquire) & PROPAGATED == 0 {
             sync::park();

@@ -187,6 +187,18 @@ pub(crate) fn count_ended(how: End) {
 /// `metrics` and `tracing` hooks, with no lock held (they run user code).
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn ended(node: &CancelNode, err: Error, how: End, cause: &Cause) {
+    ended_named(|| node.name(), err, how, cause);
+}
+
+/// [`ended`] for a caller that knows the node's name (`name`, called only if
+/// the `tracing` event is enabled).
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+pub(crate) fn ended_named<'a>(
+    name: impl Fn() -> Option<&'a str>,
+    err: Error,
+    how: End,
+    cause: &Cause,
+) {
     // Literal labels: the macro then builds a static key (no allocation).
     #[cfg(feature = "metrics")]
     match how {
@@ -198,7 +210,7 @@ pub(crate) fn ended(node: &CancelNode, err: Error, how: End, cause: &Cause) {
     #[cfg(feature = "tracing")]
     tracing::debug!(
         target: "cancelctx",
-        name = node.name().unwrap_or(""),
+        name = name().unwrap_or(""),
         kind = how.as_str(),
         error = %err,
         cause = %cause,

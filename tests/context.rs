@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::thread;
 use std::time::{Duration, Instant};
 
 use cancelctx::{CancelGuard, Cause, Context, Error};
@@ -438,4 +439,148 @@ fn million_deep_chain_on_a_small_stack() {
         })
         .unwrap();
     handle.join().unwrap();
+}
+
+/// Every kind of link and node in one million-deep chain, on a 256 KiB
+/// stack: lookups, names, Display, Debug, deadline, remaining, an expiry
+/// fired from the leaf, cancel and drop. None may recurse.
+#[test]
+fn mixed_million_chain_on_a_small_stack() {
+    thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            struct Top(u32);
+            struct Absent;
+            let (root, root_guard) = Context::background().with_value(Top(7)).with_cancel();
+            let mut ctx = root.clone();
+            let mut guards = Vec::new();
+            let far = Instant::now() + Duration::from_secs(3600);
+            for i in 0..1_000_000u32 {
+                ctx = match i % 6 {
+                    0 => ctx.with_value(i),
+                    1 => ctx.named("n"),
+                    2 => ctx.without_cancel(),
+                    3 => {
+                        let (c, g) = ctx.with_cancel();
+                        guards.push(g);
+                        c
+                    }
+                    4 => {
+                        let (c, g) = ctx.with_deadline(far);
+                        guards.push(g);
+                        c
+                    }
+                    _ => {
+                        let (c, g) = ctx.with_timeout(Duration::from_secs(7200));
+                        guards.push(g);
+                        c
+                    }
+                };
+            }
+            assert_eq!(ctx.value::<Top>().map(|t| t.0), Some(7));
+            assert_eq!(ctx.value::<u32>(), Some(&999_996));
+            assert!(ctx.value::<Absent>().is_none());
+            assert_eq!(ctx.name(), Some("n"));
+            let text = ctx.to_string();
+            assert!(text.starts_with("context.Background.WithValue("));
+            let debug = format!("{ctx:?}");
+            // (Not compared with `text`: the deadlines' "in ..." differ.)
+            assert!(debug.starts_with("Context { name: context.Background.WithValue("));
+            assert!(debug.ends_with("err: None, remaining: None, child_count: 0 }"));
+            // The leaf is a `with_cancel` right under `without_cancel`.
+            assert_eq!(ctx.deadline(), None);
+            assert_eq!(ctx.remaining(), None);
+            assert!(!ctx.is_done());
+            root_guard.cancel();
+            // The leaf sits below `without_cancel`: only the nearest scope
+            // above it (its own) ends with its guard.
+            assert!(!ctx.is_done());
+            drop(guards);
+            assert_eq!(ctx.err(), Some(Error::Canceled));
+            drop(root);
+            drop(ctx);
+
+            // An inherited deadline that passes, fired by a check at the
+            // bottom of a million nodes that inherit it.
+            let (top, _g) = Context::background().with_timeout(Duration::from_millis(50));
+            let mut ctx = top.clone();
+            let mut guards = Vec::new();
+            for i in 0..1_000_000u32 {
+                ctx = if i % 2 == 0 {
+                    ctx.with_value(i).named("x")
+                } else {
+                    let (c, g) = ctx.with_cancel();
+                    guards.push(g);
+                    c
+                };
+            }
+            let deadline = ctx.deadline().unwrap();
+            while Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(ctx.remaining(), Some(Duration::ZERO));
+            assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+            drop(top);
+            drop(guards);
+            drop(ctx);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// Values through every kind of link, with enough types that the 64-bit
+/// summaries are full of false positives: the nearest value of each type,
+/// and nothing for an absent one. (Holds.)
+#[test]
+fn values_nearest_wins_through_every_kind_of_link() {
+    macro_rules! types {
+        ($($t:ident)*) => {
+            $( #[derive(Debug, PartialEq)] struct $t(usize); )*
+            fn add(ctx: &Context, i: usize, guards: &mut Vec<cancelctx::CancelGuard>) -> Context {
+                let mut ctx = ctx.clone();
+                let mut k = 0;
+                $(
+                    ctx = ctx.with_value($t(i * 1000 + k));
+                    if k % 7 == 3 {
+                        let (c, g) = ctx.with_timeout(Duration::from_secs(3600 + k as u64));
+                        guards.push(g);
+                        ctx = c.named("x");
+                    }
+                    k += 1;
+                )*
+                let _ = k;
+                ctx
+            }
+            fn check(ctx: &Context, i: usize) {
+                let mut k = 0;
+                $(
+                    assert_eq!(ctx.value::<$t>(), Some(&$t(i * 1000 + k)));
+                    k += 1;
+                )*
+                let _ = k;
+            }
+        };
+    }
+    types!(T0 T1 T2 T3 T4 T5 T6 T7 T8 T9 T10 T11 T12 T13 T14 T15 T16 T17 T18 T19
+           T20 T21 T22 T23 T24 T25 T26 T27 T28 T29 T30 T31 T32 T33 T34 T35 T36 T37 T38 T39);
+    struct Absent;
+    let mut guards = Vec::new();
+    let first = add(&Context::background(), 1, &mut guards);
+    check(&first, 1);
+    assert!(first.value::<Absent>().is_none());
+    let detached = first.without_cancel();
+    check(&detached, 1);
+    let (under, _g) = detached.with_cancel();
+    let second = add(&under.named("y"), 2, &mut guards);
+    check(&second, 2);
+    check(&under, 1);
+    assert!(second.value::<Absent>().is_none());
+    assert_eq!(second.value::<u8>(), None);
+    let third = second.with_value(5u8).without_cancel().with_value(6u8);
+    assert_eq!(third.value::<u8>(), Some(&6));
+    check(&third, 2);
+    drop(guards);
+    assert!(!third.is_done());
+    check(&third, 2);
 }

@@ -35,6 +35,7 @@ fn deadlines_fire_when_the_timer_thread_is_stuck() {
     blocking_waiters_fire_their_deadline();
     observers_fire_their_deadline();
     an_async_sleep_sees_the_deadline_before_its_end();
+    a_loop_checking_two_contexts_sees_each_deadline();
 
     release.send(()).unwrap();
 }
@@ -198,17 +199,20 @@ fn observers_fire_their_deadline() {
 
 /// An async `ctx.sleep` polled once both the context's deadline and, later,
 /// the sleep's own end have passed: the context's end wins, as it does for
-/// `sleep_blocking`. Polled on a fresh thread whose one clock-reading check
-/// goes to another context first, so the `Done` inside the sleep does not
-/// read the clock: the sleep's own look is what is tested.
+/// `sleep_blocking`. Polled on a thread whose last clock reading (its one
+/// clock-reading check, on another context) was taken before the deadline,
+/// so the `Done` inside the sleep does not see the deadline passed: the
+/// sleep's own look is what is tested.
 fn an_async_sleep_sees_the_deadline_before_its_end() {
     let (ctx, _g) = Context::background().with_timeout(Duration::from_millis(5));
     let sleep = ctx.sleep(Duration::from_millis(10));
-    sleep_past_deadline(&ctx);
-    thread::sleep(Duration::from_millis(10));
-    let result = thread::spawn(move || {
+    let (checked_tx, checked) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let poller = thread::spawn(move || {
         let (other, _g) = Context::background().with_timeout(Duration::from_secs(3600));
         assert!(!other.is_done());
+        checked_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
         let mut sleep = pin!(sleep);
         match sleep
             .as_mut()
@@ -217,8 +221,47 @@ fn an_async_sleep_sees_the_deadline_before_its_end() {
             Poll::Ready(result) => result,
             Poll::Pending => panic!("a sleep whose end has passed is pending"),
         }
+    });
+    checked.recv().unwrap();
+    sleep_past_deadline(&ctx);
+    thread::sleep(Duration::from_millis(10));
+    go.send(()).unwrap();
+    let result = poller.join().unwrap();
+    assert_eq!(result, Err(Error::DeadlineExceeded));
+}
+
+/// Regression. lib.rs: "A CPU-bound loop that checks `is_done()` sees its deadline
+/// within 16 iterations, even when every core is busy and the timer thread
+/// cannot run." A loop that checks two contexts with deadlines per
+/// iteration (a request's own and a longer one, say) never sees the short
+/// one: the per-thread count makes every 16th check read the clock, and
+/// with an even number of contexts per iteration that is always the same
+/// context. Every check now compares with the thread's latest reading.
+fn a_loop_checking_two_contexts_sees_each_deadline() {
+    let seen = thread::spawn(|| {
+        let (long, _gl) = Context::background().with_timeout(Duration::from_secs(3600));
+        let (short, _gs) = Context::background().with_timeout(Duration::from_millis(5));
+        let deadline = short.deadline().unwrap();
+        let start = Instant::now();
+        let mut iterations = 0u64;
+        loop {
+            let a = long.is_done();
+            let b = short.is_done();
+            assert!(!a);
+            if b {
+                assert!(Instant::now() >= deadline, "fired early");
+                return Ok(iterations);
+            }
+            iterations += 1;
+            if start.elapsed() > PATIENCE {
+                return Err(format!(
+                    "{iterations} iterations, {:?} past the deadline, still live: {short:?}",
+                    Instant::now() - deadline
+                ));
+            }
+        }
     })
     .join()
     .unwrap();
-    assert_eq!(result, Err(Error::DeadlineExceeded));
+    seen.expect("the short deadline was never seen by the loop");
 }

@@ -6,7 +6,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::task::{Context as TaskContext, Wake, Waker};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use cancelctx::{Cause, Context, Done};
 use tracing::field::{Field, Visit};
@@ -134,4 +135,119 @@ fn a_panicking_subscriber_costs_no_wake_up_nor_callback() {
             .expect("the after_func ran");
         assert_eq!(parent.child_count(), 0);
     });
+}
+
+/// Regression: with a subscriber that wants the event, each
+/// ended context's event carries its name, found by walking from the node
+/// up to the nearest `named` link or the root. A cancel of a chain of `n`
+/// nodes then walks `n²/2` links: a million-deep chain (which the crate
+/// supports: "million-deep chains work") takes hours to cancel, on the
+/// canceller's thread or the timer thread.
+#[test]
+fn regression_a_deep_cancel_is_linear() {
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl Subscriber for Count {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, _: &Event<'_>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    const DEPTH: usize = 1_000_000;
+    let (tx, rx) = mpsc::channel();
+    thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let subscriber = std::sync::Arc::new(Count(Default::default()));
+            let dispatch = tracing::Dispatch::from(subscriber.clone());
+            tracing::dispatcher::with_default(&dispatch, || {
+                let (root, guard) = Context::background().named("request").with_cancel();
+                let mut ctx = root.clone();
+                let mut guards = Vec::with_capacity(DEPTH);
+                for _ in 0..DEPTH {
+                    let (c, g) = ctx.with_cancel();
+                    guards.push(g);
+                    ctx = c;
+                }
+                let start = Instant::now();
+                guard.cancel();
+                let took = start.elapsed();
+                assert!(ctx.is_done());
+                let events = subscriber.0.load(std::sync::atomic::Ordering::Relaxed);
+                let _ = tx.send((took, events));
+                drop(guards);
+            });
+        })
+        .unwrap();
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok((took, events)) => {
+            assert_eq!(events, DEPTH + 1);
+            eprintln!("canceled {DEPTH} nodes in {took:?}");
+        }
+        Err(_) => panic!("canceling a {DEPTH}-deep chain with tracing on took over 60 s"),
+    }
+}
+
+/// The names the `tracing` events of one cancel walk carry: each node's
+/// nearest `named` link, through values, `without_cancel` and nodes.
+#[test]
+fn names_in_a_cancel_walk() {
+    #[derive(Default)]
+    struct Names(Mutex<Vec<String>>);
+    struct Name(String);
+    impl Visit for Name {
+        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "name" {
+                self.0 = value.to_owned();
+            }
+        }
+    }
+    impl Subscriber for Names {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut name = Name(String::from("?"));
+            event.record(&mut name);
+            self.0.lock().unwrap().push(name.0);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    let names = Arc::new(Names::default());
+    tracing::subscriber::with_default(names.clone(), || {
+        let (top, guard) = Context::background()
+            .named("outer")
+            .with_value(1u8)
+            .without_cancel()
+            .with_cancel();
+        let (a, _ga) = top.with_value(2u8).with_cancel(); // outer
+        let (b, _gb) = a.named("b").with_value(3u8).with_cancel(); // b
+        let (c, _gc) = b.with_cancel(); // b
+        let (d, _gd) = top.named(String::from("d")).with_cancel(); // d
+        let (e, _ge) = Context::background().with_cancel();
+        let (f, _gf) = e.with_cancel(); // (none)
+        guard.cancel();
+        drop(_ge);
+        let _ = (c, d, f);
+    });
+    let mut got = names.0.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, ["", "", "b", "b", "d", "outer", "outer"]);
 }
