@@ -2,6 +2,7 @@
 //!
 //! One test function: the counters are process-wide.
 
+use std::thread;
 use std::time::Duration;
 
 use cancelctx::{Context, Error};
@@ -95,4 +96,39 @@ fn names_and_counters() {
     worker.join().unwrap();
     let exited = cancelctx::stats().contexts;
     assert_eq!(exited, running, "a thread's counts outlive it");
+
+    // `stats()` read again and again while 16 threads count and exit: never
+    // going back, and exact once they have all exited.
+    {
+        let before = cancelctx::stats().contexts;
+        let workers: Vec<_> = (0..16)
+            .map(|_| {
+                thread::spawn(|| {
+                    for _ in 0..500 {
+                        let (ctx, guard) = Context::background().with_cancel();
+                        let (_child, _g) = ctx.with_cancel();
+                        guard.cancel();
+                    }
+                })
+            })
+            .collect();
+        let mut last = before;
+        while workers.iter().any(|w| !w.is_finished()) {
+            let now = cancelctx::stats().contexts;
+            assert!(now.created >= last.created, "{now:?} after {last:?}");
+            assert!(now.canceled >= last.canceled, "{now:?} after {last:?}");
+            assert!(
+                now.parent_ended >= last.parent_ended,
+                "{now:?} after {last:?}"
+            );
+            last = now;
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        let after = cancelctx::stats().contexts;
+        assert_eq!(after.created - before.created, 16 * 1000);
+        assert_eq!(after.canceled - before.canceled, 16 * 500);
+        assert_eq!(after.parent_ended - before.parent_ended, 16 * 500);
+    }
 }
