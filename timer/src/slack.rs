@@ -36,7 +36,10 @@ pub(crate) fn minimize() {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn minimize() {}
 
-/// Puts the calling thread under `SCHED_FIFO` at `priority` (1..=99).
+/// Puts the calling thread under `SCHED_FIFO` at `priority` (1..=99), with
+/// `SCHED_RESET_ON_FORK`: threads it starts (a callback's first schedule on
+/// a lazy timer, a thread pool spawned on a deadline) get the normal policy
+/// instead of inheriting the real-time one.
 #[cfg(target_os = "linux")]
 pub(crate) fn set_realtime(priority: u8) -> io::Result<()> {
     if !(1..=99).contains(&priority) {
@@ -53,7 +56,13 @@ pub(crate) fn set_realtime(priority: u8) -> io::Result<()> {
     // the call, which only reads it. The function changes only the calling
     // thread's scheduling policy and reports failure through its return
     // value (an errno value, not `errno`).
-    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    let rc = unsafe {
+        libc::pthread_setschedparam(
+            libc::pthread_self(),
+            libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK,
+            &param,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::callback::Callback;
@@ -19,7 +19,9 @@ use crate::timer::Timer;
 /// one. Once complete, further polls return `Ready(())` again.
 ///
 /// A `Sleep` whose deadline could not be represented (e.g.
-/// `sleep(Duration::MAX)`) never completes and schedules nothing.
+/// `sleep(Duration::MAX)`) never completes and schedules nothing; it keeps
+/// the waker of its last poll, so that [`reset`](Sleep::reset) wakes that
+/// task at the new deadline.
 ///
 /// `Sleep` is `Unpin`, `Send` and `Sync`.
 ///
@@ -58,6 +60,9 @@ pub struct Sleep {
     /// `None`: never completes.
     deadline: Option<Instant>,
     state: State,
+    /// The last poll's waker while `deadline` is `None` (the task waits, with
+    /// no entry to hold its waker): [`Sleep::reset`] arms the entry with it.
+    unarmed_waker: Option<Waker>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +90,7 @@ impl Sleep {
             timer,
             deadline,
             state: State::Idle,
+            unarmed_waker: None,
         }
     }
 
@@ -135,7 +141,12 @@ impl Sleep {
             State::Idle | State::Done => None,
         };
         self.deadline = Some(at);
-        if let Some(Callback::Wake(waker)) = old {
+        // A waiting never-completing sleep has no entry: its waker is here.
+        let waker = match old {
+            Some(Callback::Wake(waker)) => Some(waker),
+            _ => self.unarmed_waker.take(),
+        };
+        if let Some(waker) = waker {
             let key = self.timer.insert(at, Callback::Wake(waker));
             self.state = State::Armed(key);
         }
@@ -148,7 +159,11 @@ impl Future for Sleep {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let Some(deadline) = this.deadline else {
-            // Never completes; nothing to wake, so no waker is kept.
+            // Never completes unless `reset`, which then needs this waker.
+            match &this.unarmed_waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => this.unarmed_waker = Some(cx.waker().clone()),
+            }
             return Poll::Pending;
         };
         match this.state {

@@ -237,6 +237,9 @@ impl Timer {
     /// The callbacks run on that thread, so they must stay short (as they
     /// should anyway): a real-time thread that spins starves the normal ones
     /// on its core (Linux keeps 5 % of each second for them by default).
+    /// Threads started from that thread (say, by a callback's first schedule
+    /// on a lazy [`Timer::new`]) do not inherit the policy
+    /// (`SCHED_RESET_ON_FORK`).
     ///
     /// To give contexts such a timer, make it the global one with
     /// [`Timer::init_global`] before anything schedules on the global timer.

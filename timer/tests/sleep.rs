@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
@@ -242,4 +242,58 @@ fn waker_drop_may_reenter_the_timer() {
 fn sleep_debug_shows_deadline() {
     let sleep = Timer::manual().sleep(Duration::from_secs(1));
     assert!(format!("{sleep:?}").starts_with("Sleep"));
+}
+
+/// Regression. `Sleep::reset` promises: "If the future was waiting, its entry is
+/// rescheduled and keeps the registered waker, so the task is woken at the
+/// new deadline without having to poll first." A `sleep(Duration::MAX)` (the
+/// usual "disarmed" sleep, and the one in `reset`'s own doc example) that a
+/// task has polled is waiting too, but it kept no waker: resetting it arms
+/// nothing, and the waiting task is never woken.
+#[test]
+fn reset_of_a_polled_never_sleep_wakes_the_waiting_task() {
+    let timer = Timer::manual();
+    let (count, waker) = counting_waker();
+    let mut sleep = timer.sleep(Duration::MAX);
+    assert_eq!(
+        poll_with(&mut sleep, &waker),
+        Poll::Pending,
+        "the task waits"
+    );
+    let at = Instant::now();
+    sleep.reset(at);
+    assert_eq!(timer.fire_due(at), 1, "the reset sleep was not armed");
+    assert_eq!(count.0.load(SeqCst), 1, "the waiting task was not woken");
+    assert_eq!(poll_with(&mut sleep, &waker), Poll::Ready(()));
+}
+
+/// The same on a threaded timer, with a real executor: a task blocks on a
+/// disarmed sleep that another thread arms with `reset`. The task never
+/// wakes.
+#[test]
+fn reset_from_another_thread_of_a_waiting_never_sleep_completes() {
+    let timer = Timer::new();
+    let sleep = Arc::new(Mutex::new(timer.sleep(Duration::MAX)));
+    let (polled_tx, polled_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    {
+        let sleep = Arc::clone(&sleep);
+        std::thread::spawn(move || {
+            futures::executor::block_on(std::future::poll_fn(|cx| {
+                let poll = Pin::new(&mut *sleep.lock().unwrap()).poll(cx);
+                let _ = polled_tx.send(());
+                poll
+            }));
+            done_tx.send(()).unwrap();
+        });
+    }
+    polled_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    sleep
+        .lock()
+        .unwrap()
+        .reset(Instant::now() + Duration::from_millis(10));
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+        "the task waiting on the reset sleep was not woken within 5 s"
+    );
 }

@@ -368,3 +368,36 @@ fn a_realtime_priority_outside_1_to_99_is_refused() {
         );
     }
 }
+
+/// Regression: a real-time timer's `SCHED_FIFO` leaked into every thread its callbacks
+/// start: Linux threads inherit the creator's policy. So a callback that
+/// makes the first schedule of a plain `Timer::new()` (or of the global
+/// timer, or that starts `cancelctx`'s callback pool on a context's
+/// deadline) gives that thread real-time priority too, which the docs
+/// promise only for the one timer thread of `try_with_realtime_priority`.
+#[cfg(target_os = "linux")]
+#[test]
+fn threads_started_by_a_realtime_timers_callbacks_are_not_realtime() {
+    let Ok(rt) = Timer::try_with_realtime_priority(10) else {
+        eprintln!("no permission for SCHED_FIFO here: nothing to check");
+        return;
+    };
+    let (tx, rx) = mpsc::channel();
+    let _entry = rt.schedule(Instant::now(), move || {
+        let plain = Timer::new(); // lazy: its thread is spawned right here
+        let (tx2, keep) = (tx.clone(), plain.clone());
+        // The closure holds a handle, so the timer lives until it has fired.
+        let entry = plain.schedule(Instant::now(), move || {
+            tx2.send(("Timer::new()'s thread", own_policy())).unwrap();
+            drop(keep);
+        });
+        drop(entry);
+        let spawned = std::thread::spawn(own_policy).join().unwrap();
+        tx.send(("a std::thread spawned by the callback", spawned))
+            .unwrap();
+    });
+    for _ in 0..2 {
+        let (who, policy) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(policy, 0, "{who} runs under SCHED_FIFO (policy {policy})");
+    }
+}
