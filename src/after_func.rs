@@ -225,7 +225,7 @@ impl Context {
 /// usual and `f` is dropped unrun, inside that drop and with no lock held.
 /// (So is it at once on a context that can never end.) For the crate's own
 /// links to outside things (`tokio_util`), whose cleanup is `f`'s `Drop`.
-#[cfg_attr(not(any(feature = "tokio-util", loom)), allow(dead_code))]
+#[cfg_attr(not(any(feature = "tokio-util", all(test, loom))), allow(dead_code))]
 pub(crate) fn watch<F: FnOnce() + Send + 'static>(ctx: &Context, f: F) -> Watch {
     Watch {
         reg: Arc::downgrade(&Registration::new(ctx, Box::new(f), false)),
@@ -234,12 +234,12 @@ pub(crate) fn watch<F: FnOnce() + Send + 'static>(ctx: &Context, f: F) -> Watch 
 
 /// Handle to a [`watch`]: weak, so that it is no part of a cycle through
 /// the callback.
-#[cfg_attr(not(any(feature = "tokio-util", loom)), allow(dead_code))]
+#[cfg_attr(not(any(feature = "tokio-util", all(test, loom))), allow(dead_code))]
 pub(crate) struct Watch {
     reg: Weak<Registration>,
 }
 
-#[cfg_attr(not(any(feature = "tokio-util", loom)), allow(dead_code))]
+#[cfg_attr(not(any(feature = "tokio-util", all(test, loom))), allow(dead_code))]
 impl Watch {
     /// [`AfterFunc::stop`]; `false` also once the context was freed.
     pub(crate) fn stop(&self) -> bool {

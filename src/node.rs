@@ -224,10 +224,10 @@ impl Aftermath {
             func.fire();
         }
         let mut panic = wake_all(self.wakers);
-        for (_, ended) in &self.nodes {
+        for (node, ended) in &self.nodes {
             if let Some((how, named)) = ended {
                 run_caught(&mut panic, || {
-                    observe::ended_named(|| name_of(named), err, *how, cause)
+                    observe::ended_named(|| name_of(node, named), err, *how, cause)
                 });
             }
         }
@@ -322,13 +322,19 @@ fn named_child(child: &CancelNode, parent: &Named) -> Named {
 #[cfg(not(feature = "tracing"))]
 fn named_child(_: &CancelNode, _: &Named) -> Named {}
 
+/// The name of `node`, ended by a walk that found `named`. A walk that
+/// found none (the `enabled!` hint said no: a subscriber may still want the
+/// event itself, e.g. one enabling events only) looks it up now.
 #[cfg(feature = "tracing")]
-fn name_of(named: &Named) -> Option<&str> {
-    named.as_ref()?.as_ref()?.name()
+fn name_of<'a>(node: &'a CancelNode, named: &'a Named) -> Option<&'a str> {
+    match named {
+        Some(link) => link.as_ref()?.name(),
+        None => node.name(),
+    }
 }
 
 #[cfg(not(feature = "tracing"))]
-fn name_of(_: &Named) -> Option<&str> {
+fn name_of<'a>(_: &'a CancelNode, _: &Named) -> Option<&'a str> {
     None
 }
 

@@ -51,8 +51,9 @@
 //!   locks (tokio-util 0.7.20 and later), and the waker cancels the child
 //!   there and then: when `cancel()` returns, the context is done. The child's
 //!   own end (its guard, its parent, its deadline) is watched with an
-//!   `after_func` that drops the token's future, so the watch never outlives
-//!   the context. A waker of the child's that panics when that cancel wakes
+//!   internal registration like `after_func`'s that drops the token's future,
+//!   so the watch never outlives the context; unlike `after_func`'s, it does
+//!   not keep the child observable, and the child's last drop releases it. A waker of the child's that panics when that cancel wakes
 //!   it does not unwind into tokio (which would leave the token's other
 //!   waiters unwoken): the panic is reported on stderr and contained, as a
 //!   panicking `after_func` callback's is.

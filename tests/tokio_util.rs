@@ -576,3 +576,27 @@ fn regression_a_panicking_waker_on_one_linked_child_costs_the_others_nothing() {
     assert_eq!(linked[5].0.err(), Some(Error::Canceled));
     drop(done);
 }
+
+/// A linked child freed (its last handle dropped) while its token fires:
+/// the child leaves its parent either way, nothing hangs.
+#[test]
+fn a_linked_child_freed_while_its_token_fires() {
+    let _serial = serial();
+    let (parent, _g) = Context::background().with_cancel();
+    for _ in 0..2_000 {
+        let token = CancellationToken::new();
+        let (ctx, guard) = parent.with_cancellation_token(&token);
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let b = barrier.clone();
+        let t = token.clone();
+        let firer = thread::spawn(move || {
+            b.wait();
+            t.cancel();
+        });
+        barrier.wait();
+        drop(ctx);
+        firer.join().unwrap();
+        drop(guard);
+        assert_eq!(parent.child_count(), 0);
+    }
+}

@@ -251,3 +251,54 @@ fn names_in_a_cancel_walk() {
     got.sort();
     assert_eq!(got, ["", "", "b", "b", "d", "outer", "outer"]);
 }
+
+/// A subscriber that records events and nothing else: `enabled` is true
+/// for events only (as with a `filter_fn(|m| m.is_event())` layer
+/// filter), so the `enabled!` hint callsite is disabled.
+#[derive(Default)]
+struct EventsOnly(Mutex<Vec<String>>);
+struct Name(String);
+impl Visit for Name {
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "name" {
+            self.0 = value.to_owned();
+        }
+    }
+}
+impl Subscriber for EventsOnly {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.is_event()
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut name = Name(String::from("?"));
+        event.record(&mut name);
+        self.0.lock().unwrap().push(name.0);
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+/// Regression: a subscriber that wants every event but not `enabled!` hints got the
+/// event of every context a walk ended with an empty name (`name_of`
+/// of a `Named` that was not computed), where `Context::name` said
+/// "checkout" / "payment". (A leaf cancel, with no walk, named it.)
+#[test]
+fn walk_events_carry_names_for_an_events_only_subscriber() {
+    let names = Arc::new(EventsOnly::default());
+    tracing::subscriber::with_default(names.clone(), || {
+        let (parent, guard) = Context::background().named("checkout").with_cancel();
+        let (child, _g) = parent.named("payment").with_cancel();
+        assert_eq!(parent.name(), Some("checkout"));
+        assert_eq!(child.name(), Some("payment"));
+        guard.cancel();
+    });
+    let mut got = names.0.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, ["checkout", "payment"]);
+}
