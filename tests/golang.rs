@@ -22,25 +22,25 @@
 //! # Go tests that are not ported, and why
 //!
 //! context_test.go / x_test.go:
-//! - `TestCustomContextGoroutines`: needs custom `Context` implementations
-//!   (`myCtx`, `myDoneCtx`) and reads the package-private `goroutines` counter.
-//!   Rust has no `Context` trait to implement and the crate never starts a
-//!   goroutine-like helper per context.
+//! - `TestCustomContextGoroutines`, `TestCustomContextPropagation`,
+//!   `TestCustomContextCause`: about user-defined `Context` implementations
+//!   (`myCtx`, `customDoneContext`, `customCauseContext`); there is no
+//!   `Context` trait in Rust. What a Rust user can build instead (a wrapper,
+//!   a context bridged with `after_func`) is ported, adapted, in
+//!   `tests/golang_more.rs`, with what Rust can observe of the goroutine
+//!   count (no derivation starts a thread).
 //! - `TestWithValueChecksKey`: Go panics on a nil or non-comparable key. Rust
 //!   values are keyed by their type, so both are impossible at compile time.
 //! - `TestInvalidDerivedFail`: Go panics on a nil parent; a Rust `Context` can
 //!   never be null.
-//! - `TestCustomContextPropagation`, `TestCustomContextCause`: both are about
-//!   user-defined `Context` implementations (`customDoneContext`,
-//!   `customCauseContext`); there is no `Context` trait in Rust.
 //! - The three `TestCause` rows "parent of custom context ..." use
 //!   `newCustomContext` (a user-defined `Context`); the other rows are ported.
 //! - The parts of `TestParentFinishesChild` / `TestChildFinishesFirst` that
 //!   check unexported linkage (`parentCancelCtx`, the `children` map's exact
 //!   members) are reduced to `child_count()`, the public view of that map.
-//! - `TestAllocs` counts heap allocations against Go-specific limits; here it
-//!   is adapted to run the same operations and check their results (allocation
-//!   counts belong to the benchmarks).
+//! - `TestAllocs` here runs the same operations and checks their results;
+//!   `tests/golang_more.rs` counts their allocations against Go's own limits
+//!   (and `tests/allocs.rs` against the crate's tighter goals).
 //!
 //! net_test.go:
 //! - `TestDeadlineExceededIsNetError`: `net.Error` and `Temporary()` have no
