@@ -870,3 +870,52 @@ async fn connect_malformed_timeout_is_invalid_argument() {
         "{body}"
     );
 }
+
+/// A `101 Switching Protocols` answer: the upgraded connection's work runs
+/// after the (empty) body is gone, with the request's context, which then
+/// ends with its deadline rather than with the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_keeps_the_request_context_until_its_deadline() {
+    let (ctx_tx, mut ctx_rx) = mpsc::unbounded_channel();
+    let handler = service_fn(move |request: Request<Body>| {
+        let ctx = request.extensions().get::<Context>().unwrap().clone();
+        ctx_tx.send(ctx).unwrap();
+        async {
+            let mut response = Response::new(Body::default());
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let service = ServerLayer::new().layer(handler);
+    let request = Request::get("/socket")
+        .header(grpc_timeout::CONNECT_HEADER, "200")
+        .body(Body::default())
+        .unwrap();
+    let response = within("response", service.oneshot(request)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    drop(response);
+    let ctx = ctx_rx.recv().await.unwrap();
+    assert_eq!(ctx.err(), None, "the upgrade's work keeps the context");
+    let ended = within("the request's deadline", ctx.done()).await;
+    assert_eq!(ended, Error::DeadlineExceeded);
+
+    // Any other answer: the context ends with its body.
+    let handler = service_fn(|request: Request<Body>| {
+        let ctx = request.extensions().get::<Context>().unwrap().clone();
+        async move {
+            let mut response = Response::new(Body::default());
+            response.extensions_mut().insert(ctx);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let request = Request::get("/").body(Body::default()).unwrap();
+    let response = ServerLayer::new()
+        .layer(handler)
+        .oneshot(request)
+        .await
+        .unwrap();
+    let ctx = response.extensions().get::<Context>().unwrap().clone();
+    assert_eq!(ctx.err(), None);
+    drop(response);
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+}

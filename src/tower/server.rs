@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -234,8 +234,12 @@ pin_project! {
     /// the response body ([`ServerBody`]): a body that streams after the head
     /// can keep using it, and it is canceled once the body has been sent or
     /// dropped (e.g. the client reset the stream or closed the connection
-    /// mid-body), like Go's request context when the handler returns. When
-    /// the inner service fails, the context is canceled.
+    /// mid-body), like Go's request context when the handler returns. A
+    /// `101 Switching Protocols` answer (a WebSocket, say) is the exception:
+    /// the upgraded connection's work runs after its empty body, so the
+    /// context is left to end with its deadline or the base context, or once
+    /// nothing observes it. When the inner service fails, the context is
+    /// canceled.
     ///
     /// # Cancellation safety
     ///
@@ -290,8 +294,16 @@ where
                 .expect("`ServerFuture` polled after completion"))),
             KindProj::Running { run, guard, answer } => match ready!(run.poll(cx)) {
                 Ok(Ok(response)) => {
-                    // The body owns the guard from now on.
-                    let guard = guard.take();
+                    // The body owns the guard from now on; but an upgraded
+                    // connection's work outlives the (empty) body: it keeps
+                    // the context, which ends with its deadline, the base
+                    // context, or once nothing observes it.
+                    let mut guard = guard.take();
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(guard) = guard.take() {
+                            guard.detach();
+                        }
+                    }
                     Poll::Ready(Ok(response.map(|inner| ServerBody {
                         inner,
                         answer: None,
