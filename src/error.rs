@@ -54,6 +54,44 @@ impl fmt::Display for Error {
 
 impl StdError for Error {}
 
+/// For code that speaks `std::io` (a read loop bounded by a context, say):
+/// `DeadlineExceeded` becomes [`TimedOut`](std::io::ErrorKind::TimedOut), as
+/// Go's `DeadlineExceeded` is a `net.Error` whose `Timeout()` is true;
+/// `Canceled` becomes [`Other`](std::io::ErrorKind::Other) (not
+/// `Interrupted`, which `std`'s read and write loops retry). The
+/// [`Error`] is the I/O error's inner error.
+///
+/// ```
+/// use std::io;
+/// use cancelctx::{Context, Error};
+///
+/// fn step(ctx: &Context) -> io::Result<()> {
+///     if let Some(err) = ctx.err() {
+///         return Err(err.into());
+///     }
+///     Ok(())
+/// }
+///
+/// let (ctx, guard) = Context::background().with_cancel();
+/// assert!(step(&ctx).is_ok());
+/// guard.cancel();
+/// let err = step(&ctx).unwrap_err();
+/// assert_eq!(err.kind(), io::ErrorKind::Other);
+/// assert_eq!(err.get_ref().unwrap().downcast_ref(), Some(&Error::Canceled));
+/// let timed_out = io::Error::from(Error::DeadlineExceeded);
+/// assert_eq!(timed_out.kind(), io::ErrorKind::TimedOut);
+/// assert_eq!(timed_out.to_string(), "context deadline exceeded");
+/// ```
+impl From<Error> for std::io::Error {
+    fn from(err: Error) -> std::io::Error {
+        let kind = match err {
+            Error::DeadlineExceeded => std::io::ErrorKind::TimedOut,
+            Error::Canceled => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, err)
+    }
+}
+
 static CANCELED: Error = Error::Canceled;
 static DEADLINE_EXCEEDED: Error = Error::DeadlineExceeded;
 

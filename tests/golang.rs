@@ -45,7 +45,8 @@
 //! net_test.go:
 //! - `TestDeadlineExceededIsNetError`: `net.Error` and `Temporary()` have no
 //!   Rust counterpart; its `Timeout()` half is
-//!   `test_deadline_exceeded_supports_timeout`.
+//!   `test_deadline_exceeded_supports_timeout` (and `io::Error::from` makes
+//!   `DeadlineExceeded` an I/O error of kind `TimedOut`, `error.rs`).
 //!
 //! benchmark_test.go: benchmarks, not tests (`BenchmarkCommonParentCancel`,
 //! `BenchmarkWithTimeout`, `BenchmarkCancelTree`, `BenchmarkCheckCanceled`,
