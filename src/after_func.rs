@@ -123,7 +123,7 @@ impl Registration {
 
     /// PENDING → `to`; `true` for the one caller that moved it.
     fn transition(&self, to: u8) -> bool {
-        // AcqRel: the winner's later reads of `callback` and `keep_alive`
+        // AcqRel: the winner's later reads of `callback` and `node`
         // see what the registering thread wrote.
         self.state
             .compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire)

@@ -15,10 +15,32 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
 /// Records every event as text, or, `panicking`, panics on every event.
+/// `events_only`: enables events and nothing else (as a
+/// `filter_fn(|m| m.is_event())` layer filter does), so the `enabled!` hint
+/// callsite is disabled.
 #[derive(Default, Clone)]
 struct Collect {
     events: Arc<Mutex<Vec<String>>>,
     panicking: bool,
+    events_only: bool,
+}
+
+impl Collect {
+    /// The `name` field of every event, sorted.
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|event| {
+                let name = &event[event.find("name=").expect("a name field") + 5..];
+                name[..name.find(' ').unwrap_or(name.len())].to_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 struct Fields(String);
@@ -32,8 +54,8 @@ impl Visit for Fields {
 }
 
 impl Subscriber for Collect {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        !self.events_only || metadata.is_event()
     }
     fn new_span(&self, _: &Attributes<'_>) -> Id {
         Id::from_u64(1)
@@ -201,36 +223,7 @@ fn regression_a_deep_cancel_is_linear() {
 /// nearest `named` link, through values, `without_cancel` and nodes.
 #[test]
 fn names_in_a_cancel_walk() {
-    #[derive(Default)]
-    struct Names(Mutex<Vec<String>>);
-    struct Name(String);
-    impl Visit for Name {
-        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
-        fn record_str(&mut self, field: &Field, value: &str) {
-            if field.name() == "name" {
-                self.0 = value.to_owned();
-            }
-        }
-    }
-    impl Subscriber for Names {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, event: &Event<'_>) {
-            let mut name = Name(String::from("?"));
-            event.record(&mut name);
-            self.0.lock().unwrap().push(name.0);
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
-
-    let names = Arc::new(Names::default());
+    let names = Collect::default();
     tracing::subscriber::with_default(names.clone(), || {
         let (top, guard) = Context::background()
             .named("outer")
@@ -247,41 +240,7 @@ fn names_in_a_cancel_walk() {
         drop(_ge);
         let _ = (c, d, f);
     });
-    let mut got = names.0.lock().unwrap().clone();
-    got.sort();
-    assert_eq!(got, ["", "", "b", "b", "d", "outer", "outer"]);
-}
-
-/// A subscriber that records events and nothing else: `enabled` is true
-/// for events only (as with a `filter_fn(|m| m.is_event())` layer
-/// filter), so the `enabled!` hint callsite is disabled.
-#[derive(Default)]
-struct EventsOnly(Mutex<Vec<String>>);
-struct Name(String);
-impl Visit for Name {
-    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "name" {
-            self.0 = value.to_owned();
-        }
-    }
-}
-impl Subscriber for EventsOnly {
-    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.is_event()
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut name = Name(String::from("?"));
-        event.record(&mut name);
-        self.0.lock().unwrap().push(name.0);
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
+    assert_eq!(names.names(), ["", "", "b", "b", "d", "outer", "outer"]);
 }
 
 /// Regression: a subscriber that wants every event but not `enabled!` hints got the
@@ -290,7 +249,10 @@ impl Subscriber for EventsOnly {
 /// "checkout" / "payment". (A leaf cancel, with no walk, named it.)
 #[test]
 fn walk_events_carry_names_for_an_events_only_subscriber() {
-    let names = Arc::new(EventsOnly::default());
+    let names = Collect {
+        events_only: true,
+        ..Collect::default()
+    };
     tracing::subscriber::with_default(names.clone(), || {
         let (parent, guard) = Context::background().named("checkout").with_cancel();
         let (child, _g) = parent.named("payment").with_cancel();
@@ -298,7 +260,5 @@ fn walk_events_carry_names_for_an_events_only_subscriber() {
         assert_eq!(child.name(), Some("payment"));
         guard.cancel();
     });
-    let mut got = names.0.lock().unwrap().clone();
-    got.sort();
-    assert_eq!(got, ["checkout", "payment"]);
+    assert_eq!(names.names(), ["checkout", "payment"]);
 }

@@ -71,7 +71,11 @@ use crate::error::Cause;
 /// that member's panic; members dropped together (a dropped [`Wait`] or
 /// group) are dropped one at a time, and the first panic among their `Drop`s
 /// is resumed once all are gone (unless the drop is itself part of an
-/// unwinding).
+/// unwinding). A panic from a waker that the group's cancel wakes (a waker
+/// registered on the group's context) is resumed as well: by `Wait::poll`
+/// once the round that canceled has done its bookkeeping (the first error is
+/// kept for the next `wait`), or by the dropped `Wait` or group, in
+/// preference to a member's.
 ///
 /// # Dropping
 ///

@@ -9,7 +9,7 @@
 //!   answers the protocol's way. Once the inner service has answered, the
 //!   response body ([`ServerBody`]) owns the context, so a streamed response
 //!   body can keep using it; it is canceled once the body is sent or dropped
-//!   (see [`ServerFuture`]).
+//!   (a `101 Switching Protocols` answer aside: see [`ServerFuture`]).
 //! - [`ClientLayer`] reads the [`Context`](crate::Context) in an outgoing request's extensions,
 //!   writes its remaining time into the timeout header, fails fast without
 //!   sending when it is already done ([`ContextEnded`]), and abandons the call
@@ -26,8 +26,9 @@
 //! values) starts with `application/grpc` (this includes
 //! `application/grpc+proto` and gRPC-Web); it is a **Connect** call when its
 //! `content-type` starts with `application/connect+` (a streaming call), or
-//! it carries `connect-protocol-version` or, for a `GET`, `connect=v1` in its
-//! query (a unary call). Connect and plain HTTP requests use the Connect
+//! it carries `connect-protocol-version` or `connect=v1` in its query (a
+//! unary call; Connect's `GET` calls carry the latter, and the method is not
+//! checked). Connect and plain HTTP requests use the Connect
 //! header; each protocol gets its own answers.
 //!
 //! | | gRPC | Connect | other HTTP |
@@ -51,6 +52,12 @@
 //! so the body's data type must convert from `Vec<u8>` (hyper's, tonic's and
 //! axum's [`Bytes`] do). Other answers have an empty body.
 //!
+//! The header's value is parsed with the strict codec of the
+//! [`grpc_timeout`] module; the client writes it with
+//! [`encode`](crate::grpc_timeout::encode) (or
+//! [`encode_connect_timeout_ms`](crate::grpc_timeout::encode_connect_timeout_ms)),
+//! rounded up, so the peer never gets less time than the caller has.
+//!
 //! # Limits
 //!
 //! **The deadline starts at [`call`](tower_service::Service::call).** Time a
@@ -63,12 +70,6 @@
 //! deadline does not see.
 //!
 //! [`Bytes`]: https://docs.rs/bytes
-//!
-//! The header's value is parsed with the strict codec of
-//! [`grpc_timeout`] module; the client writes it with
-//! [`encode`](crate::grpc_timeout::encode) (or
-//! [`encode_connect_timeout_ms`](crate::grpc_timeout::encode_connect_timeout_ms)),
-//! rounded up, so the peer never gets less time than the caller has.
 //!
 //! # Examples
 //!

@@ -336,6 +336,35 @@ pin_project! {
     /// [`get_ref`](ServerBody::get_ref) and
     /// [`into_inner`](ServerBody::into_inner) (which cancels the context).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::sync::{Arc, Mutex};
+    /// use cancelctx::{Context, Error};
+    /// use cancelctx::tower::ServerLayer;
+    /// use http::{Request, Response};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// // The handler keeps a handle on its request's context, as a task
+    /// // streaming the body would.
+    /// let kept = Arc::new(Mutex::new(None));
+    /// let handler = {
+    ///     let kept = kept.clone();
+    ///     service_fn(move |request: Request<()>| {
+    ///         *kept.lock().unwrap() = request.extensions().get::<Context>().cloned();
+    ///         async { Ok::<_, Infallible>(Response::new("body".to_owned())) }
+    ///     })
+    /// };
+    /// let server = ServerLayer::new().layer(handler);
+    /// let response = futures::executor::block_on(server.oneshot(Request::new(()))).unwrap();
+    /// let ctx = kept.lock().unwrap().take().unwrap();
+    /// assert!(!ctx.is_done()); // the body owns the context
+    /// assert_eq!(response.body().get_ref(), "body");
+    /// drop(response); // sent, or the client left mid-body
+    /// assert_eq!(ctx.err(), Some(Error::Canceled));
+    /// ```
+    ///
     /// [`Bytes`]: https://docs.rs/bytes
     pub struct ServerBody<B> {
         #[pin]

@@ -38,7 +38,8 @@
 //!
 //! * **Thread.** Each threaded timer owns exactly one thread, named
 //!   `cancelctx-timer`. [`Timer::global`]'s and [`Timer::new`]'s start on
-//!   their first schedule, [`Timer::try_new`]'s at once; [`Timer::manual`]
+//!   their first schedule, [`Timer::try_new`]'s and
+//!   [`Timer::try_with_realtime_priority`]'s at once; [`Timer::manual`]
 //!   has none. A private timer's thread exits when every handle, entry and
 //!   sleep of it is gone (see [`Timer`]).
 //! * **Queue.** An indexed binary min-heap ordered by `(deadline, insertion
