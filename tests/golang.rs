@@ -59,9 +59,10 @@
 //! check the example's `// Output:`; the `ExampleAfterFunc_*` examples are in
 //! `tests/golang_afterfunc.rs`.
 
+mod common;
+
 use std::any::type_name;
 use std::collections::VecDeque;
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,42 +72,11 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cancelctx::{CancelGuard, Cause, Context, Done, Error};
+use common::golang::{QUIESCENT, SHORT_DURATION, TestError, VERY_LONG_DURATION, other_context};
 
 // ---------------------------------------------------------------------------
 // Shared helpers (Go: constants and helpers at the top of x_test.go)
 // ---------------------------------------------------------------------------
-
-/// Go's `shortDuration`: a reasonable duration to block in a test.
-const SHORT_DURATION: Duration = Duration::from_millis(1);
-/// Go's `veryLongDuration`: an arbitrary upper bound on the test's running time.
-const VERY_LONG_DURATION: Duration = Duration::from_secs(1000 * 60 * 60);
-/// Go's `quiescent(t)` (5 s without a test deadline): the time by which any
-/// remaining work must have finished. Generous, for a loaded 2-core machine.
-const QUIESCENT: Duration = Duration::from_secs(10);
-
-/// A comparable error, so that a cause can be checked for identity the way Go
-/// compares `Cause(ctx) != want` on distinct `fmt.Errorf` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TestError(&'static str);
-
-impl fmt::Display for TestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::error::Error for TestError {}
-
-/// Stand-in for Go's `otherContext`, "a Context that's not one of the types
-/// defined in context.go". Rust has no `Context` trait, so the closest thing is
-/// a derived context that adds nothing but forwards everything: a value
-/// context holding this marker.
-#[derive(Debug)]
-struct OtherContext;
-
-fn other_context(c: &Context) -> Context {
-    c.with_value(OtherContext)
-}
 
 /// Go's `"key"` string key, as a newtype key.
 #[derive(Debug)]

@@ -19,39 +19,15 @@
 //! Every other Go test and example is ported in `tests/golang.rs`,
 //! `tests/golang_afterfunc.rs`, or is not applicable (see their module docs).
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cancelctx::{Context, Error};
-
-/// Go's `veryLongDuration`.
-const VERY_LONG_DURATION: Duration = Duration::from_secs(1000 * 60 * 60);
-/// Go's `quiescent(t)`: generous, for a loaded 2-core machine.
-const QUIESCENT: Duration = Duration::from_secs(10);
-
-/// A comparable error, so that a cause can be checked for identity the way Go
-/// compares `Cause(ctx) != want`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TestError(&'static str);
-
-impl fmt::Display for TestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::error::Error for TestError {}
-
-/// Go's `otherContext` / `myCtx`: a derived context that only forwards.
-#[derive(Debug)]
-struct OtherContext;
-
-fn other_context(c: &Context) -> Context {
-    c.with_value(OtherContext)
-}
+use common::golang::{QUIESCENT, TestError, VERY_LONG_DURATION, other_context};
 
 #[track_caller]
 fn assert_cause_is_error(ctx: &Context, name: &str, want: Option<Error>) {

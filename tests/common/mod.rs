@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod golang;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
