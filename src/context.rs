@@ -298,6 +298,34 @@ impl Context {
         }
     }
 
+    /// For the registry's listing: walking up from this context to the
+    /// nearest cancelable context on its chain (this one included, and
+    /// through `without_cancel` links, unlike [`scope`](Context::scope)),
+    /// the nearest name met on the way (`None` if none: the name is then
+    /// that context's, or none at a root), and that context. One segment
+    /// per call, so listing a deep chain is linear, not quadratic.
+    #[cfg(feature = "registry")]
+    pub(crate) fn segment(&self) -> (Option<Option<&str>>, Option<&Arc<CancelNode>>) {
+        let mut name = None;
+        let mut ctx = self;
+        loop {
+            ctx = match &ctx.repr {
+                Repr::Link(link) => {
+                    if name.is_none() {
+                        if let LinkKind::Named = link.kind {
+                            let named =
+                                (&link.value as &dyn Any).downcast_ref::<Cow<'static, str>>();
+                            name = Some(named.map(|n| &**n));
+                        }
+                    }
+                    &link.parent
+                }
+                Repr::Cancel(node) => return (name, Some(node)),
+                Repr::Background | Repr::Todo => return (Some(name.flatten()), None),
+            };
+        }
+    }
+
     /// A child that keeps this context's values but is never canceled and has
     /// no deadline: for work that must finish even when the request that
     /// started it ends (an audit log write, say).

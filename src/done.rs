@@ -117,6 +117,16 @@ impl FusedFuture for Done {
 }
 
 impl Done {
+    /// Withdraws this `Done`'s registration, if any: for a wrapper (`Run`,
+    /// `RunStream`, `Sleep`) that has completed and will not wait again, so
+    /// its task's waker does not stay in the context's slab (and is not
+    /// woken) for as long as the completed wrapper lives.
+    pub(crate) fn disarm(&mut self) {
+        if let DoneState::Waiting(_) = self.state {
+            self.state = DoneState::Never;
+        }
+    }
+
     /// The context's error now, for a caller that has just read the clock
     /// (`now`): ends the context first if its deadline has passed and the
     /// timer thread has not fired it yet. Does not register a waker.

@@ -25,6 +25,8 @@
 //! the thread's latest reading, taken at most 16 checks ago).
 
 use std::cell::Cell;
+#[cfg(not(loom))]
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -155,7 +157,7 @@ impl CancelNode {
         let mut node = self.clone();
         loop {
             if node.own_deadline && node.deadline.is_some_and(|d| d <= now) {
-                Alarm::fire(node);
+                fire_contained(node);
                 return;
             }
             node = match node.parent.scope() {
@@ -164,6 +166,26 @@ impl CancelNode {
             };
         }
     }
+}
+
+/// Fires `node`'s deadline. User code the end runs (another task's waker, a
+/// hook, a value's `Drop`) that panics is contained, as on the timer thread:
+/// this thread only saw the deadline first, and which thread fires it is a
+/// race.
+#[cfg(not(loom))]
+fn fire_contained(node: Arc<CancelNode>) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| Alarm::fire(node))) {
+        crate::pool::contain_panic(
+            "user code run when a passed deadline ended its context",
+            payload,
+        );
+    }
+}
+
+/// The loom models let a panic fail the model.
+#[cfg(loom)]
+fn fire_contained(node: Arc<CancelNode>) {
+    Alarm::fire(node);
 }
 
 #[cfg(all(test, not(loom)))]

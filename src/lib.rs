@@ -85,7 +85,10 @@
 //! context's waiters and drops the contexts the cancel released (with their
 //! values); `after_func` callbacks still run on the callback pool. So a
 //! check may run a waker or a value's `Drop`, as
-//! [`CancelGuard::cancel`] may.
+//! [`CancelGuard::cancel`] may. Unlike a cancel's, a panic there (another
+//! task's waker, say) is not passed to the thread that merely saw the
+//! deadline first: it is reported on stderr and contained, as on the timer
+//! thread, and the check (or wait) returns `DeadlineExceeded`.
 //!
 //! # Implementation
 //!

@@ -787,10 +787,20 @@ impl Alarm for CancelNode {
         let cause = self.inner.lock().cause();
         // Lateness counts once, for whoever fired the deadline: the timer
         // thread, a waiter or an observer (`expiry.rs`).
-        if self.cancel(Error::DeadlineExceeded, cause, End::Deadline) {
+        // `cancel` resumes a panic of the user code it ran (a waker, a hook,
+        // a drop) once its work is done, and only a winning call runs any:
+        // the deadline was fired by this call all the same, so record it
+        // before passing the panic on.
+        let won = catch_unwind(AssertUnwindSafe(|| {
+            self.cancel(Error::DeadlineExceeded, cause, End::Deadline)
+        }));
+        if won.as_ref().map_or(true, |won| *won) {
             if let Some(deadline) = self.deadline {
                 observe::deadline_fired(now.saturating_duration_since(deadline));
             }
+        }
+        if let Err(payload) = won {
+            resume_unwind(payload);
         }
     }
 }

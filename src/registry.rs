@@ -154,14 +154,33 @@ fn snapshot_since(seq: u64) -> Snapshot {
         nodes.extend(slab.iter().flatten().filter_map(Weak::upgrade));
     }
     // Dropping the upgraded nodes may drop contexts: no lock is held here.
+    // In creation order: a parent before its children.
+    nodes.sort_by_key(|n| n.meta.seq);
     let now = Instant::now();
-    let mut contexts: Vec<LiveContext> = nodes
-        .iter()
-        .filter(|n| n.meta.seq >= seq)
-        .map(|n| LiveContext {
+    // Each node's name and parent from its own segment of the chain (up to
+    // the nearest cancelable ancestor), the rest from that ancestor's entry:
+    // a name looked up to the root per node made a deep chain quadratic.
+    let mut names: HashMap<u64, Option<&str>> = HashMap::with_capacity(nodes.len());
+    let mut contexts = Vec::new();
+    for n in &nodes {
+        let (named, parent) = n.parent.segment();
+        let name = match (named, parent) {
+            (Some(name), _) => name,
+            (None, Some(p)) => match names.get(&p.meta.seq) {
+                Some(name) => *name,
+                // Not listed (created after its shard was read): walk.
+                None => p.name(),
+            },
+            (None, None) => None,
+        };
+        names.insert(n.meta.seq, name);
+        if n.meta.seq < seq {
+            continue;
+        }
+        contexts.push(LiveContext {
             id: n.meta.seq,
-            parent: n.parent.scope().map(|p| p.meta.seq),
-            name: n.name().map(str::to_owned),
+            parent: parent.map(|p| p.meta.seq),
+            name: name.map(str::to_owned),
             kind: if n.own_deadline {
                 "WithDeadline"
             } else {
@@ -172,10 +191,10 @@ fn snapshot_since(seq: u64) -> Snapshot {
             err: n.err(),
             waiters: n.waiter_count(),
             children: n.child_count(),
-        })
-        .collect();
+        });
+    }
+    drop(names);
     drop(nodes);
-    contexts.sort_by_key(|c| c.id);
     Snapshot { contexts }
 }
 

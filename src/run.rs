@@ -49,6 +49,7 @@ impl<F: Future> Future for Run<F> {
         }
         let output = std::task::ready!(future.poll(cx));
         this.future.set(None);
+        this.done.disarm();
         Poll::Ready(Ok(output))
     }
 }
@@ -92,6 +93,7 @@ impl<S: Stream> Stream for RunStream<S> {
         let item = std::task::ready!(stream.poll_next(cx));
         if item.is_none() {
             this.stream.set(None);
+            this.done.disarm();
         }
         Poll::Ready(item)
     }
@@ -139,13 +141,21 @@ impl Future for Sleep {
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let result = if let Poll::Ready(err) = Pin::new(&mut this.done).poll(cx) {
+            // Drops the timer entry (and the waker it holds) now, not when
+            // this `Sleep` is dropped: an unarmed sleep schedules nothing.
+            if !this.timer.is_elapsed() {
+                this.timer = cancelctx_timer::Timer::global().sleep(Duration::MAX);
+            }
             Err(err)
         } else if Pin::new(&mut this.timer).poll(cx).is_ready() {
             // The sleep is over: if the context's deadline came first and
             // the timer thread has not fired it yet, the context wins.
             match this.done.err_at(Instant::now()) {
                 Some(err) => Err(err),
-                None => Ok(()),
+                None => {
+                    this.done.disarm();
+                    Ok(())
+                }
             }
         } else {
             return Poll::Pending;
