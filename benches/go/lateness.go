@@ -92,7 +92,13 @@ func spinErr(timeout time.Duration) float64 {
 		}(i)
 	}
 	wg.Wait()
-	worst := 0.0
+	return latest(late)
+}
+
+// latest is the lateness of the last spinner to see the deadline: the
+// largest of late, negative if every spinner saw it early (not clipped to 0).
+func latest(late []float64) float64 {
+	worst := math.Inf(-1)
 	for _, l := range late {
 		worst = math.Max(worst, l)
 	}

@@ -38,6 +38,9 @@ pub(crate) fn run(waiter: &str, plan: &Plan) -> Result<Vec<f64>, String> {
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
     }
+    // What the child said on the way (the CPU-bound row's count of spinners
+    // that started after their deadline) belongs on this row's line.
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {

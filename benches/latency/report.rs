@@ -200,7 +200,10 @@ pub(crate) fn print_goals(rows: &[Measured]) {
         })
         .collect();
         let floor = if floors.is_empty() {
-            floor_says(99.0)
+            // Named as what it is: the idle condition's floor.
+            floor.map_or(String::new(), |f| {
+                format!("; idle floor {} µs", cell(f.pct(99.0)))
+            })
         } else {
             format!("; this condition's floors: {}", floors.join(", "))
         };
@@ -480,4 +483,50 @@ fn svg(rows: &[Measured]) -> String {
 {body}</svg>
 "#
     )
+}
+
+// Run with `cargo rustc --profile bench --bench latency -- --test` and the
+// binary it builds: `harness = false` keeps `cargo test` from running them,
+// and the bench build compiles this module without its `#[test]`s.
+#[cfg(test)]
+#[allow(dead_code)]
+mod tests {
+    use super::*;
+
+    fn row(samples: Vec<f64>) -> Measured {
+        Measured::new("t", Condition::Idle, samples, None)
+    }
+
+    /// Nearest rank: the smallest sample with at least p % of the samples at
+    /// or below it, by integer arithmetic.
+    fn rank(p: u32, n: usize) -> usize {
+        (p as usize * n).div_ceil(100).max(1)
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank_for_every_size() {
+        for n in 1..=2_000 {
+            // Samples n..=1 (sorted by Measured::new): sample k is the k-th smallest.
+            let mut s: Vec<f64> = (1..=n).map(|k| k as f64).collect();
+            s.reverse();
+            let r = row(s);
+            for p in [50, 90, 99] {
+                assert_eq!(r.pct(f64::from(p)), rank(p, n) as f64, "p{p} of {n}");
+            }
+            assert_eq!(r.max(), n as f64);
+        }
+        // 400 samples: p99 is the 396th smallest (4 above it); 40: the max.
+        let r = row((1..=400).map(f64::from).collect());
+        assert_eq!(r.pct(99.0), 396.0);
+        let r = row((1..=40).map(f64::from).collect());
+        assert_eq!(r.pct(99.0), 40.0);
+    }
+
+    #[test]
+    fn early_and_capped_samples_are_counted_and_sorted_to_the_ends() {
+        let r = row(vec![5.0, f64::INFINITY, -2.0, 7.0]);
+        assert_eq!(r.samples, [-2.0, 5.0, 7.0, f64::INFINITY]);
+        assert_eq!((r.early(), r.capped()), (1, 1));
+        assert_eq!(cell(r.max()), ">=50000");
+    }
 }

@@ -339,7 +339,9 @@ where
         let handles: Vec<_> = (0..SPINNERS)
             .map(|_| tokio::spawn(spinner(Arc::clone(&meet))))
             .collect();
-        let mut worst = 0.0f64;
+        // From -inf, not 0: a sample whose spinners all saw the deadline
+        // before it is early (negative), and must stay so to be counted.
+        let mut worst = f64::NEG_INFINITY;
         for h in handles {
             worst = worst.max(h.await.map_err(|e| format!("spinner: {e}"))?);
         }
@@ -519,6 +521,59 @@ impl Drop for Busy {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+// Run with `cargo rustc --profile bench --bench latency -- --test` and the
+// binary it builds: `harness = false` keeps `cargo test` from running them,
+// and the bench build compiles this module without its `#[test]`s.
+#[cfg(test)]
+#[allow(dead_code)]
+mod tests {
+    use super::*;
+
+    /// One sample of a CPU-bound row whose spinners return `values` (one
+    /// each), through the real rendezvous and `spin_sample`.
+    fn sample_of(values: [f64; SPINNERS]) -> f64 {
+        let rt = tokio_rt(true, false).unwrap();
+        let next = Arc::new(AtomicUsize::new(0));
+        spin_sample(
+            &rt,
+            || (),
+            move |meet: Arc<Rendezvous<()>>| {
+                let next = Arc::clone(&next);
+                async move {
+                    meet.arrive().await;
+                    values[next.fetch_add(1, Ordering::Relaxed)]
+                }
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cpu_bound_sample_is_the_last_spinner_to_see_the_deadline() {
+        assert_eq!(sample_of([12.5, 40.0]), 40.0);
+        assert!(sample_of([12.5, f64::INFINITY]).is_infinite());
+    }
+
+    /// "A waiter that ran before its deadline is recorded as negative
+    /// lateness, never clipped" (docs/benchmarks.md): spinners that both saw
+    /// the context done before its deadline make an early sample, which the
+    /// "never early" goal line must be able to count.
+    #[test]
+    fn an_early_cpu_bound_sample_is_not_clipped_to_zero() {
+        assert_eq!(sample_of([-7.0, -3.0]), -3.0);
+    }
+
+    #[test]
+    fn plans_draw_whole_microseconds_from_1_to_3_ms() {
+        let plan = Plan::new(400, 10, 3);
+        assert_eq!((plan.warmup.len(), plan.timeouts.len()), (10, 400));
+        for t in plan.warmup.iter().chain(&plan.timeouts) {
+            assert!((Duration::from_millis(1)..Duration::from_millis(3)).contains(t));
+            assert_eq!(t.subsec_nanos() % 1_000, 0, "{t:?}");
         }
     }
 }
