@@ -788,19 +788,31 @@ impl Alarm for CancelNode {
         // Lateness counts once, for whoever fired the deadline: the timer
         // thread, a waiter or an observer (`expiry.rs`).
         // `cancel` resumes a panic of the user code it ran (a waker, a hook,
-        // a drop) once its work is done, and only a winning call runs any:
-        // the deadline was fired by this call all the same, so record it
-        // before passing the panic on.
+        // a drop) once its work is done: the deadline was fired by this call
+        // all the same, so record it before passing the panic on. A losing
+        // call would run one piece of user code, the drop of its `cause` (a
+        // clone of the deadline cause, the last one once a winning cancel
+        // has replaced and dropped it): the original is kept out here, so
+        // a panic out of `cancel` is always a winner's.
         let won = catch_unwind(AssertUnwindSafe(|| {
-            self.cancel(Error::DeadlineExceeded, cause, End::Deadline)
+            self.cancel(Error::DeadlineExceeded, cause.clone(), End::Deadline)
         }));
         if won.as_ref().map_or(true, |won| *won) {
             if let Some(deadline) = self.deadline {
                 observe::deadline_fired(now.saturating_duration_since(deadline));
             }
         }
-        if let Err(payload) = won {
-            resume_unwind(payload);
+        let dropped = catch_unwind(AssertUnwindSafe(move || drop(cause)));
+        match (won, dropped) {
+            (Err(payload), later) => {
+                // A later payload is forgotten, not dropped (user code too).
+                if let Err(later) = later {
+                    std::mem::forget(later);
+                }
+                resume_unwind(payload);
+            }
+            (Ok(_), Err(payload)) => resume_unwind(payload),
+            (Ok(_), Ok(())) => {}
         }
     }
 }

@@ -4,13 +4,15 @@
 #![cfg(all(feature = "metrics", feature = "registry"))]
 
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, Barrier, OnceLock, mpsc};
 use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
+use std::{fmt, thread};
 
-use cancelctx::Context;
 use cancelctx::registry::LeakCheck;
+use cancelctx::{Cause, Context, Error};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 /// The registry is process-wide: these tests run one at a time.
@@ -175,4 +177,88 @@ fn regression_metrics_lateness_is_recorded_when_a_waker_panics() {
         "one lateness sample for that end, got {samples:?}"
     );
     drop(done);
+}
+
+/// A deadline cause whose `Drop` panics (user data).
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            panic!("deadline cause dropped (on purpose)");
+        }
+    }
+}
+
+impl fmt::Debug for Bomb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Bomb")
+    }
+}
+
+impl fmt::Display for Bomb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the deadline passed")
+    }
+}
+
+impl std::error::Error for Bomb {}
+
+fn spin_until(at: Instant) {
+    while Instant::now() < at {
+        std::hint::spin_loop();
+    }
+}
+
+/// Regression: `Alarm::fire` recorded a lateness sample when `cancel` panicked, on the
+/// claim that "only a winning call runs any" user code. A losing fire
+/// does run some: it drops its clone of the deadline cause, and when a
+/// concurrent explicit cancel won (and dropped the node's reference to
+/// that cause), the loser's drop is the last one. A panic there made
+/// `fire` record a lateness sample for a context that ended `Canceled`:
+/// more lateness samples than deadline ends.
+#[test]
+fn regression_lateness_is_not_recorded_by_a_fire_that_lost_to_a_cancel() {
+    let _serial = serial();
+    let _ = deadline_metrics(); // install, drain
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut deadline_ends = 0;
+    let mut canceled = 0;
+    for i in 0..4_000u32 {
+        let deadline = Instant::now() + Duration::from_micros(200);
+        let (ctx, guard) = Context::background().with_deadline_cause(deadline, Cause::new(Bomb));
+        // A child, so a losing fire may wait for the winner's walk.
+        let (child, _child_guard) = ctx.with_cancel();
+        let start = Arc::new(Barrier::new(2));
+        let observer = {
+            let (ctx, start) = (ctx.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                spin_until(deadline);
+                // Fires the passed deadline on this thread.
+                let _ = catch_unwind(AssertUnwindSafe(|| ctx.remaining()));
+            })
+        };
+        start.wait();
+        spin_until(deadline);
+        for _ in 0..(i % 48) {
+            std::hint::spin_loop();
+        }
+        let _ = catch_unwind(AssertUnwindSafe(|| guard.cancel()));
+        observer.join().unwrap();
+        match ctx.err() {
+            Some(Error::DeadlineExceeded) => deadline_ends += 1,
+            Some(Error::Canceled) => canceled += 1,
+            None => unreachable!(),
+        }
+        let _ = catch_unwind(AssertUnwindSafe(move || drop((ctx, child))));
+    }
+    std::panic::set_hook(quiet);
+    let samples = deadline_metrics().1.len();
+    eprintln!("deadline ends {deadline_ends}, canceled {canceled}, lateness samples {samples}");
+    assert_eq!(
+        samples, deadline_ends,
+        "one lateness sample per deadline end ({canceled} contexts ended Canceled)"
+    );
 }

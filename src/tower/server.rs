@@ -327,14 +327,17 @@ pin_project! {
     /// when the body ends (its last frame, or an error) or is dropped: hyper
     /// drops it once it is sent, or when the client resets the stream or
     /// closes the connection mid-body, so work the handler spawned with the
-    /// context to feed the body stops too.
+    /// context to feed the body stops too. The body of a `101 Switching
+    /// Protocols` answer is the exception: it does not own the context (see
+    /// [`ServerFuture`]), so it cancels nothing.
     ///
     /// It implements [`http_body::Body`] when the inner body does and its
     /// data type converts from `Vec<u8>` (as [`Bytes`] does): the layer's own
     /// answers to Connect calls carry an error message, sent before the
     /// (empty, default) inner body. The inner body is at
     /// [`get_ref`](ServerBody::get_ref) and
-    /// [`into_inner`](ServerBody::into_inner) (which cancels the context).
+    /// [`into_inner`](ServerBody::into_inner) (which cancels the context it
+    /// owns).
     ///
     /// # Examples
     ///
@@ -401,8 +404,9 @@ impl<B> ServerBody<B> {
         &mut self.inner
     }
 
-    /// Gives the inner body back, canceling the request's context (and
-    /// dropping the layer's own answer, if this is one).
+    /// Gives the inner body back, canceling the request's context if this
+    /// body owns it (every answer's but a `101`'s), and dropping the layer's
+    /// own answer, if this is one.
     pub fn into_inner(self) -> B {
         self.inner
     }
