@@ -81,13 +81,45 @@ impl Context {
     /// drop(parent_guard);
     /// assert_eq!(child.err(), Some(Error::Canceled));
     /// ```
+    ///
+    /// # Keep the guard in a named binding
+    ///
+    /// The guard is Go's `cancel` with `defer` built in, so it must live as
+    /// long as the context is in use. Each of these compiles without a
+    /// warning and gives a context that is **already canceled**:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancelctx::{Context, Error};
+    ///
+    /// let parent = Context::background();
+    /// let (ctx, _) = parent.with_cancel(); // `_` drops the guard at once
+    /// assert_eq!(ctx.err(), Some(Error::Canceled));
+    /// let ctx = parent.with_timeout(Duration::from_secs(5)).0; // so does `.0`
+    /// assert_eq!(ctx.err(), Some(Error::Canceled));
+    /// let ctx = {
+    ///     let (ctx, _guard) = parent.with_cancel();
+    ///     ctx
+    /// }; // the guard stayed in the block
+    /// assert_eq!(ctx.err(), Some(Error::Canceled));
+    /// ```
+    ///
+    /// Bind it to `_guard` (not `_`); to hand the context out of the scope
+    /// that made it, return the guard with it (`-> (Context, CancelGuard)`),
+    /// or [`detach`](CancelGuard::detach) it. Go's `cancel()` is
+    /// `guard.cancel()`; `ctx.cancel()` does not exist.
     #[doc(alias = "WithCancel")]
+    #[doc(alias = "WithCancelCause")]
+    #[doc(alias = "child_token")]
     pub fn with_cancel(&self) -> (Context, CancelGuard) {
         self.derive(None, None, None)
     }
 
     /// A child whose deadline is `timeout` from now: [`with_deadline`]
     /// (`Instant::now() + timeout`).
+    ///
+    /// Keep the guard in a named binding (`_guard`, not `_`): see
+    /// [`with_cancel`](Context::with_cancel) ("Keep the guard in a named binding").
     ///
     /// A zero timeout gives a context that is already done with
     /// [`Error::DeadlineExceeded`]. A timeout so large that the deadline does
@@ -208,6 +240,20 @@ impl Context {
     /// Values are keyed by type: define a small newtype per key, as Go code
     /// defines an unexported key type. One heap allocation.
     ///
+    /// The type is the key exactly as the compiler infers it, so bare
+    /// literals and std types miss silently: `with_value(42)` stores an
+    /// `i32` (`value::<u64>()` finds nothing), `with_value("id")` a
+    /// `&'static str` (`value::<String>()` finds nothing), and two unrelated
+    /// crates storing a `String` shadow each other's.
+    ///
+    /// ```
+    /// use cancelctx::Context;
+    ///
+    /// let ctx = Context::background().with_value(42);
+    /// assert!(ctx.value::<u64>().is_none());
+    /// assert_eq!(ctx.value::<i32>(), Some(&42));
+    /// ```
+    ///
     /// ```
     /// use cancelctx::Context;
     ///
@@ -218,6 +264,7 @@ impl Context {
     /// assert!(child.value::<String>().is_none());
     /// ```
     #[doc(alias = "WithValue")]
+    #[must_use = "`with_value` returns a new context and leaves this one unchanged"]
     pub fn with_value<T: Send + Sync + 'static>(&self, value: T) -> Context {
         Context {
             repr: Repr::Link(link::value(self, value)),
@@ -239,6 +286,7 @@ impl Context {
     /// assert_eq!(ctx.name(), Some("db-query"));
     /// assert!(ctx.to_string().starts_with("context.Background.Named(db-query).WithDeadline("));
     /// ```
+    #[must_use = "`named` returns a new context and leaves this one unchanged"]
     pub fn named(&self, name: impl Into<Cow<'static, str>>) -> Context {
         Context {
             repr: Repr::Link(link::named(self, name.into())),
@@ -346,6 +394,7 @@ impl Context {
     /// assert_eq!(detached.value::<User>().unwrap().0, "ada");
     /// ```
     #[doc(alias = "WithoutCancel")]
+    #[must_use = "`without_cancel` returns a new context and leaves this one unchanged"]
     pub fn without_cancel(&self) -> Context {
         Context {
             repr: Repr::Link(link::without_cancel(self)),
@@ -396,6 +445,7 @@ impl Context {
     /// cooperative cancellation inside CPU-bound loops. An atomic load, plus
     /// a clock read every 16 checks of a live context with a deadline (see
     /// [`err`](Context::err)).
+    #[doc(alias = "is_cancelled")]
     #[inline]
     pub fn is_done(&self) -> bool {
         self.err().is_some()

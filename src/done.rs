@@ -166,6 +166,7 @@ impl Context {
     /// `Done` polled on a live context registers its waker, as it must to be
     /// woken.
     #[doc(alias = "Done")]
+    #[doc(alias = "cancelled")]
     pub fn done(&self) -> Done {
         let state = match self.scope() {
             None => DoneState::Never,

@@ -171,6 +171,33 @@ impl Cause {
         Cause(Repr::Shared(Arc::new(error)))
     }
 
+    /// Wraps an already boxed error as a cause, keeping it (no new box):
+    /// for `Box<dyn Error + Send + Sync>` results, which `?` cannot convert
+    /// into a `Cause` (std reserves the right to make such a box an `Error`,
+    /// so no `From` impl is allowed for it).
+    ///
+    /// ```
+    /// use cancelctx::{Cause, Context, Group};
+    ///
+    /// fn parse(s: &str) -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+    ///     Ok(s.parse()?)
+    /// }
+    ///
+    /// let mut group = Group::new(&Context::background());
+    /// group.spawn(async {
+    ///     let _n = parse("x").map_err(Cause::from_boxed)?;
+    ///     Ok(())
+    /// });
+    /// let err = futures::executor::block_on(group.wait()).unwrap_err();
+    /// assert!(err.is::<std::num::ParseIntError>());
+    /// ```
+    pub fn from_boxed(error: Box<dyn StdError + Send + Sync + 'static>) -> Cause {
+        match error.downcast::<Error>() {
+            Ok(err) => Cause::from_error(*err),
+            Err(error) => Cause(Repr::Shared(Arc::from(error))),
+        }
+    }
+
     /// A plain-text cause.
     ///
     /// ```
@@ -215,6 +242,80 @@ impl Cause {
 impl<E: StdError + Send + Sync + 'static> From<E> for Cause {
     fn from(error: E) -> Cause {
         Cause::new(error)
+    }
+}
+
+/// A [`Cause`] as a boxed error, so `?` works on a
+/// [`Group::wait`](crate::Group::wait) result (or any `Result<_, Cause>`) in
+/// a function returning `Result<_, Box<dyn Error + Send + Sync>>`, as it does
+/// with `anyhow::Error`.
+///
+/// The box displays and formats like the cause and has the same
+/// [`source`](StdError::source); a cause with no explicit cause boxes the
+/// [`Error`] itself. Downcast a cause to its inner error with
+/// [`Cause::downcast_ref`] before converting it: once boxed, a cause made
+/// from your own error type is not that type any more.
+///
+/// ```
+/// use std::error::Error as StdError;
+/// use cancelctx::{Cause, Context, Error, Group};
+///
+/// fn run() -> Result<(), Box<dyn StdError + Send + Sync>> {
+///     let mut group = Group::new(&Context::background());
+///     group.spawn(async { Err(Cause::msg("backend down")) });
+///     futures::executor::block_on(group.wait())?;
+///     Ok(())
+/// }
+/// assert_eq!(run().unwrap_err().to_string(), "backend down");
+///
+/// let boxed: Box<dyn StdError + Send + Sync> = Cause::from(Error::Canceled).into();
+/// assert_eq!(boxed.downcast_ref::<Error>(), Some(&Error::Canceled));
+/// ```
+impl From<Cause> for Box<dyn StdError + Send + Sync + 'static> {
+    fn from(cause: Cause) -> Self {
+        match cause.0 {
+            Repr::Error(err) => Box::new(err),
+            Repr::Shared(_) => Box::new(Boxed(cause)),
+        }
+    }
+}
+
+/// As the conversion to `Box<dyn Error + Send + Sync>`, for functions
+/// returning `Box<dyn Error>`.
+///
+/// ```
+/// use cancelctx::Cause;
+///
+/// fn run() -> Result<(), Box<dyn std::error::Error>> {
+///     Err(Cause::msg("shutting down"))?
+/// }
+/// assert_eq!(run().unwrap_err().to_string(), "shutting down");
+/// ```
+impl From<Cause> for Box<dyn StdError + 'static> {
+    fn from(cause: Cause) -> Self {
+        let boxed: Box<dyn StdError + Send + Sync + 'static> = cause.into();
+        boxed
+    }
+}
+
+/// The error a boxed [`Cause`] is: the cause, as an error.
+struct Boxed(Cause);
+
+impl fmt::Debug for Boxed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Boxed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl StdError for Boxed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.as_dyn().source()
     }
 }
 

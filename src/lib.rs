@@ -58,6 +58,39 @@
 //! assert_eq!(futures::executor::block_on(ctx.done()), Error::Canceled);
 //! ```
 //!
+//! # Coming from Go or tokio-util
+//!
+//! | Go `context` / `errgroup` | tokio-util | cancelctx |
+//! |---|---|---|
+//! | `ctx, cancel := context.WithCancel(parent)`; `defer cancel()` | `let token = parent.child_token();` | `let (ctx, _guard) = parent.with_cancel();` (the guard's drop is the `defer`; keep it named, never `_`: see [`with_cancel`](Context::with_cancel) ("Keep the guard in a named binding")) |
+//! | `cancel()` | `token.cancel()` | `guard.cancel()` (there is no `ctx.cancel()`: only the guard's owner cancels) |
+//! | `WithCancelCause` + `cancel(err)` | | `with_cancel` + [`guard.cancel_with_cause(err)`](CancelGuard::cancel_with_cause) |
+//! | `WithTimeout`, `WithDeadline` | (needs a runtime timer) | [`with_timeout`](Context::with_timeout), [`with_deadline`](Context::with_deadline) |
+//! | `<-ctx.Done()` | `token.cancelled().await` | [`ctx.done().await`](Context::done) (async), [`ctx.wait_done()`](Context::wait_done) (threads) |
+//! | `select { case <-ctx.Done(): case v := <-ch: }` | `token.run_until_cancelled(fut).await` | [`ctx.run(fut).await`](Context::run) → `Result<T, Error>` |
+//! | `ctx.Err() != nil` | `token.is_cancelled()` | [`ctx.is_done()`](Context::is_done); [`ctx.err()`](Context::err) is an `Option<Error>` |
+//! | `context.Cause(ctx)` | | [`ctx.cause()`](Context::cause) → `Option<Cause>` |
+//! | `context.AfterFunc(ctx, f)` | | [`ctx.after_func(f)`](Context::after_func) (`let _ =` if the stop handle is not needed) |
+//! | `WithValue(ctx, key{}, v)`, `ctx.Value(key{}).(T)` | | [`ctx.with_value(Key(v))`](Context::with_value), `ctx.value::<Key>()`: keyed by type, use a newtype |
+//! | `WithoutCancel` | | [`without_cancel`](Context::without_cancel) |
+//! | `time.Sleep` bounded by `ctx` | | [`ctx.sleep(d).await`](Context::sleep), [`ctx.sleep_blocking(d)`](Context::sleep_blocking) |
+//! | `g, ctx := errgroup.WithContext(ctx)`; `g.Go(f)`; `g.Wait()` | | [`Group::new(&ctx)`](Group::new), `group.spawn(fut)`, `group.wait().await` (members run only while `wait` is polled); on threads, [`Group::scope`] |
+//! | | `token.drop_guard()` | the default: every derived context comes with its [`CancelGuard`] |
+//! | | a `CancellationToken` for a tokio-util API | feature `tokio-util`: `ctx.cancellation_token()`, `ctx.with_cancellation_token(&token)` |
+//!
+//! ```
+//! use std::time::Duration;
+//! use cancelctx::{Context, Error};
+//!
+//! // ctx, cancel := context.WithTimeout(parent, time.Second); defer cancel()
+//! let parent = Context::background();
+//! let (ctx, guard) = parent.with_timeout(Duration::from_secs(1));
+//! // select { case <-ctx.Done(): return ctx.Err(); case <-work: }
+//! let work = std::future::pending::<()>();
+//! guard.cancel(); // cancel()
+//! assert_eq!(futures::executor::block_on(ctx.run(work)), Err(Error::Canceled));
+//! ```
+//!
 //! # When a deadline is seen
 //!
 //! The timer thread ends each context whose deadline passes as soon as it
@@ -140,6 +173,11 @@
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The README's examples, compiled and run by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod after_func;
 mod context;

@@ -185,6 +185,7 @@ impl Context {
     /// let result = futures::executor::block_on(ctx.run(forever));
     /// assert_eq!(result, Err(Error::DeadlineExceeded));
     /// ```
+    #[doc(alias = "run_until_cancelled")]
     pub fn run<F: Future>(&self, fut: F) -> Run<F> {
         Run {
             done: self.done(),

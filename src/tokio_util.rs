@@ -213,6 +213,22 @@ impl Context {
     /// [`child_count`](Context::child_count) until the guard is dropped or
     /// the context ends.
     ///
+    /// Keep the guard in a binding while the token is in use: it cancels
+    /// the token when dropped, so a one-liner such as
+    /// `ctx.cancellation_token().token().clone()` compiles without a warning
+    /// and hands out a token that is **already canceled**. To hand out a
+    /// token that outlives the scope, use [`TokenGuard::detach`]:
+    ///
+    /// ```
+    /// use cancelctx::Context;
+    ///
+    /// let (ctx, _guard) = Context::background().with_cancel();
+    /// let token = ctx.cancellation_token().token().clone(); // guard dropped here
+    /// assert!(token.is_cancelled() && !ctx.is_done());
+    /// let token = ctx.cancellation_token().detach(); // lives until `ctx` ends
+    /// assert!(!token.is_cancelled());
+    /// ```
+    ///
     /// ```
     /// use std::time::Duration;
     /// use cancelctx::Context;

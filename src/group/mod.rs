@@ -37,16 +37,86 @@ use crate::error::Cause;
 /// including from inside a member. Members must be `Send`; data they borrow
 /// must be declared before the group (the group drops its members last).
 ///
+/// # Collecting results
+///
+/// Go's members write their results into variables of the caller; here a
+/// member borrows them mutably, so the caller reads them once the group is
+/// gone (an inner block, or `drop(group)`). A member cannot borrow the group
+/// itself (`Group` is not `Sync`: `group.context()` inside a member fails to
+/// compile with "`dyn Any + Send` cannot be shared between threads safely"):
+/// clone the context into each member instead.
+///
+/// ```
+/// use std::time::Duration;
+/// use cancelctx::{Cause, Context, Group};
+///
+/// async fn fetch(ctx: &Context, what: &str) -> Result<String, Cause> {
+///     ctx.sleep(Duration::from_millis(1)).await?;
+///     Ok(what.to_uppercase())
+/// }
+///
+/// let (request, _guard) = Context::background().with_timeout(Duration::from_secs(1));
+/// let (mut user, mut orders) = (None, None); // declared before the group
+/// let result = {
+///     let mut group = Group::new(&request);
+///     let (ctx, user) = (group.context().clone(), &mut user);
+///     group.spawn(async move {
+///         *user = Some(fetch(&ctx, "ada").await?);
+///         Ok(())
+///     });
+///     let (ctx, orders) = (group.context().clone(), &mut orders);
+///     group.spawn(async move {
+///         *orders = Some(fetch(&ctx, "orders").await?);
+///         Ok(())
+///     });
+///     futures::executor::block_on(group.wait())
+/// }; // the group is dropped here: its borrows of `user` and `orders` end
+/// result.unwrap();
+/// assert_eq!((user.as_deref(), orders.as_deref()), (Some("ADA"), Some("ORDERS")));
+/// ```
+///
+/// # Members run only inside `wait`
+///
+/// Unlike goroutines, members do not start when spawned: they are polled by
+/// [`Wait`]. Code that awaits something a member produces *before* calling
+/// `wait` (Go's pipeline pattern: a member feeds a channel the caller
+/// reads) waits forever, or until the context ends. Drive both together,
+/// e.g. `futures::join!(group.wait(), consume(rx))`, or make the consumer a
+/// member too.
+///
+/// ```
+/// use cancelctx::{Cause, Context, Group};
+/// use futures::{SinkExt, StreamExt};
+///
+/// let mut group = Group::new(&Context::background());
+/// let (mut tx, rx) = futures::channel::mpsc::channel::<u32>(1);
+/// group.spawn(async move {
+///     for n in 0..3 {
+///         tx.send(n).await.map_err(Cause::new)?;
+///     }
+///     Ok(())
+/// });
+/// // Not `rx.collect().await` then `group.wait()`: nothing would send.
+/// let (result, got) = futures::executor::block_on(async {
+///     futures::join!(group.wait(), rx.collect::<Vec<_>>())
+/// });
+/// assert!(result.is_ok());
+/// assert_eq!(got, [0, 1, 2]);
+/// ```
+///
 /// # Errors and the group's context
 ///
 /// Members return `Result<(), Cause>`: any `std::error::Error + Send + Sync +
-/// 'static` converts with `?` or `.into()`, and [`Cause::msg`] makes a
-/// plain-text one. The first member to fail cancels the group's context with
-/// its error as the [cause](Context::cause) (the same [`Cause`]:
-/// `downcast_ref` finds the member's error in both), and `wait` returns that
-/// error; later errors are dropped. When `wait` completes, the context is
-/// canceled too (with [`Error::Canceled`](crate::Error::Canceled) if nothing
-/// failed), as Go's `WithContext` documents. Like Go's group, a `Group` can
+/// 'static` converts with `?` or `.into()` (a `Box<dyn Error + Send + Sync>`
+/// does not: use `.map_err(Cause::from_boxed)?`), and [`Cause::msg`] makes a
+/// plain-text one. `?` turns the `Cause` that `wait` returns into a
+/// `Box<dyn Error + Send + Sync>` for the caller. The first member to fail
+/// cancels the group's context with its error as the
+/// [cause](Context::cause) (the same [`Cause`]: `downcast_ref` finds the
+/// member's error in both), and `wait` returns that error; later errors are
+/// dropped. When `wait` completes, the context is canceled too (with
+/// [`Error::Canceled`](crate::Error::Canceled) if nothing failed), as Go's
+/// `WithContext` documents. Like Go's group, a `Group` can
 /// be reused after `wait`: its first error is kept and later members see the
 /// canceled context.
 ///
