@@ -360,8 +360,19 @@ async fn malformed_headers_are_rejected_like_grpc_go() {
         let response = within(
             "response",
             http1_client().request(http_request(addr, Some(malformed))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = within("body", response.into_body().collect())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.starts_with("malformed connect-timeout-ms: "),
+            "the answer says what was wrong: {body:?}"
         );
-        assert_eq!(response.await.unwrap().status(), StatusCode::BAD_REQUEST);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }

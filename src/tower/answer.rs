@@ -101,7 +101,18 @@ impl Answer {
                 GRPC_INTERNAL,
                 &format!("malformed grpc-timeout: {error}"),
             ),
-            Answer::Http => http(StatusCode::BAD_REQUEST),
+            Answer::Http => {
+                // The reason, so that whoever reads the answer can fix the call.
+                let text = format!("malformed connect-timeout-ms: {error}\n");
+                let mut response =
+                    Response::new(ServerBody::answer(B::default(), Some(text.into_bytes())));
+                *response.status_mut() = StatusCode::BAD_REQUEST;
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                response
+            }
             connect => connect.connect(
                 "invalid_argument",
                 StatusCode::BAD_REQUEST,

@@ -36,7 +36,7 @@
 //! | header read and written | [`grpc-timeout`](crate::grpc_timeout::HEADER) | [`connect-timeout-ms`](crate::grpc_timeout::CONNECT_HEADER) | [`connect-timeout-ms`](crate::grpc_timeout::CONNECT_HEADER) |
 //! | context's deadline passed | `200`, `grpc-status: 4` (DEADLINE_EXCEEDED) | `deadline_exceeded` (unary: `504`) | `504 Gateway Timeout` |
 //! | base context canceled | `200`, `grpc-status: 1` (CANCELLED) | `canceled` (unary: `499`) | `503 Service Unavailable` |
-//! | malformed header (default: [`MalformedTimeout::Reject`]) | `400`, `grpc-status: 13` (INTERNAL), `grpc-message: malformed grpc-timeout: ...`, as grpc-go does | `invalid_argument` (unary: `400`), `malformed connect-timeout-ms: ...`, as connect-go answers | `400 Bad Request` |
+//! | malformed header (default: [`MalformedTimeout::Reject`]) | `400`, `grpc-status: 13` (INTERNAL), `grpc-message: malformed grpc-timeout: ...`, as grpc-go does | `invalid_argument` (unary: `400`), `malformed connect-timeout-ms: ...`, as connect-go answers | `400 Bad Request`, `malformed connect-timeout-ms: ...` (text) |
 //!
 //! gRPC answers are *trailers-only* responses (HTTP 200, but 400 for a
 //! malformed header, as grpc-go's `earlyAbortStream`): the status is in the headers
@@ -50,7 +50,8 @@
 //! end-of-stream message carrying `{"error":{...}}`. The Connect answers'
 //! bytes come before the (default, empty) inner body of the [`ServerBody`],
 //! so the body's data type must convert from `Vec<u8>` (hyper's, tonic's and
-//! axum's [`Bytes`] do). Other answers have an empty body.
+//! axum's [`Bytes`] do). Other answers have an empty body, except a malformed
+//! header's, whose `text/plain` body says what was wrong.
 //!
 //! The header's value is parsed with the strict codec of the
 //! [`grpc_timeout`] module; the client writes it with
