@@ -25,8 +25,6 @@
 //! the thread's latest reading, taken at most 16 checks ago).
 
 use std::cell::Cell;
-#[cfg(not(loom))]
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -174,12 +172,10 @@ impl CancelNode {
 /// race.
 #[cfg(not(loom))]
 fn fire_contained(node: Arc<CancelNode>) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| Alarm::fire(node))) {
-        crate::pool::contain_panic(
-            "user code run when a passed deadline ended its context",
-            payload,
-        );
-    }
+    crate::pool::run_contained(
+        "user code run when a passed deadline ended its context",
+        || Alarm::fire(node),
+    );
 }
 
 /// The loom models let a panic fail the model.

@@ -211,6 +211,14 @@ impl Pool {
     }
 }
 
+/// Runs `f`, user code that must not unwind into the caller, and contains
+/// its panic ([`contain_panic`]).
+pub(crate) fn run_contained(what: &str, f: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+        contain_panic(what, payload);
+    }
+}
+
 /// Reports a panic caught in user code (`what` ran it) on stderr and drops
 /// its payload, which is user data too: a panic in the payload's `Drop`, or
 /// in that panic's payload's, and so on for a few rounds, is contained as

@@ -82,7 +82,6 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Wake, Waker};
@@ -410,11 +409,9 @@ impl Wake for TokenWatch {
     /// children would never end. So it is contained and reported, as a
     /// panicking `after_func` callback is.
     fn wake_by_ref(self: &Arc<Self>) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.poll())) {
-            crate::pool::contain_panic(
-                "a waker woken when a CancellationToken canceled its context",
-                payload,
-            );
-        }
+        crate::pool::run_contained(
+            "a waker woken when a CancellationToken canceled its context",
+            || self.poll(),
+        );
     }
 }

@@ -101,18 +101,12 @@ impl Answer {
                 GRPC_INTERNAL,
                 &format!("malformed grpc-timeout: {error}"),
             ),
-            Answer::Http => {
-                // The reason, so that whoever reads the answer can fix the call.
-                let text = format!("malformed connect-timeout-ms: {error}\n");
-                let mut response =
-                    Response::new(ServerBody::answer(B::default(), Some(text.into_bytes())));
-                *response.status_mut() = StatusCode::BAD_REQUEST;
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                response
-            }
+            // The reason, so that whoever reads the answer can fix the call.
+            Answer::Http => with_body(
+                StatusCode::BAD_REQUEST,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+                format!("malformed connect-timeout-ms: {error}\n").into_bytes(),
+            ),
             connect => connect.connect(
                 "invalid_argument",
                 StatusCode::BAD_REQUEST,
@@ -148,10 +142,7 @@ impl Answer {
                 error.into_bytes(),
             ),
         };
-        let mut response = Response::new(ServerBody::answer(B::default(), Some(body)));
-        *response.status_mut() = status;
-        response.headers_mut().insert(CONTENT_TYPE, content_type);
-        response
+        with_body(status, content_type, body)
     }
 }
 
@@ -176,6 +167,18 @@ fn grpc<B: Default>(
 fn http<B: Default>(status: StatusCode) -> Response<ServerBody<B>> {
     let mut response = Response::new(ServerBody::answer(B::default(), None));
     *response.status_mut() = status;
+    response
+}
+
+/// An answer with an HTTP status and a body of `content_type`.
+fn with_body<B: Default>(
+    status: StatusCode,
+    content_type: HeaderValue,
+    body: Vec<u8>,
+) -> Response<ServerBody<B>> {
+    let mut response = Response::new(ServerBody::answer(B::default(), Some(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
     response
 }
 
