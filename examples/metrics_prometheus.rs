@@ -13,6 +13,9 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 
 /// The three requests' deadlines, as the scrape shows them.
 const DEADLINES: &str = "cancelctx_contexts_ended_total{kind=\"deadline\"} 3";
+/// Their lateness: one sample each, recorded just after the deadline ends the
+/// context (so possibly after the counter above).
+const LATENESS: &str = "cancelctx_deadline_lateness_seconds_count 3";
 
 fn main() {
     let handle = PrometheusBuilder::new()
@@ -36,21 +39,25 @@ fn main() {
     // next scrape of a real exporter would.
     let give_up = Instant::now() + Duration::from_secs(10);
     let mut text = handle.render();
-    while !text.contains(DEADLINES) && Instant::now() < give_up {
+    let complete = |text: &str| text.contains(DEADLINES) && text.contains(LATENESS);
+    while !complete(&text) && Instant::now() < give_up {
         std::thread::sleep(Duration::from_millis(1));
         text = handle.render();
     }
     println!("{text}");
-    for metric in [
-        "cancelctx_contexts_created_total",
+    // The values this run determines, line for line: the server, three
+    // requests and the in-flight one were created, and all of them ended.
+    for line in [
+        "cancelctx_contexts_created_total 5",
         DEADLINES,
         "cancelctx_contexts_ended_total{kind=\"explicit\"} 1",
         "cancelctx_contexts_ended_total{kind=\"parent\"} 1",
-        "cancelctx_deadline_lateness_seconds",
-        "cancelctx_timer_armed",
-        "cancelctx_callback_threads",
-        "cancelctx_contexts_not_ended",
+        LATENESS,
+        "cancelctx_contexts_not_ended 0",
     ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}");
+    }
+    for metric in ["cancelctx_timer_armed", "cancelctx_callback_threads"] {
         assert!(text.contains(metric), "missing {metric}");
     }
 }

@@ -8,6 +8,8 @@
 //! 2. A deadline ends a context that a thread waits on with `wait_done()`
 //!    and a task awaits with `done()`: both wake, from the crate's timer
 //!    thread.
+//! 3. The async side ends it: a task cancels with a plain-message cause, and
+//!    a thread blocked in `wait_done()` wakes and reads it.
 //!
 //! The async side runs on `futures::executor` here; any executor does.
 //!
@@ -58,11 +60,10 @@ fn producer_ends_it() {
         let mut received = Vec::new();
         let mut done = ctx.done();
         loop {
+            // The channel first: what was sent before the cancel is still
+            // taken, however late this task runs (on a loaded machine the
+            // cancel can be ready alongside items not yet received).
             futures::select_biased! {
-                err = done => {
-                    assert_eq!(err, Error::Canceled);
-                    break received;
-                }
                 item = rx.next() => match item {
                     Some(item) => received.push(item),
                     None => {
@@ -70,6 +71,10 @@ fn producer_ends_it() {
                         assert!(ctx.is_done());
                     }
                 },
+                err = done => {
+                    assert_eq!(err, Error::Canceled);
+                    break received;
+                }
             }
         }
     });
@@ -105,14 +110,30 @@ fn deadline_ends_it() {
     }
 }
 
+fn task_ends_it() {
+    let (ctx, guard) = Context::background().with_cancel();
+    let blocking = {
+        let ctx = ctx.clone();
+        thread::spawn(move || (ctx.wait_done(), ctx.cause().map(|c| c.to_string())))
+    };
+    // A cause that is a plain message works the same way as `DiskFull`.
+    futures::executor::block_on(async move {
+        guard.cancel_with_cause(Cause::msg("consumer gave up"));
+    });
+    let (err, cause) = blocking.join().unwrap();
+    println!(
+        "task -> thread: the thread woke with {err:?}, cause: {}",
+        cause.as_deref().unwrap_or("-")
+    );
+    assert_eq!(err, Error::Canceled);
+    assert_eq!(cause.as_deref(), Some("consumer gave up"));
+}
+
 fn main() {
     let started = Instant::now();
     producer_ends_it();
     deadline_ends_it();
-    // A cause that is a plain message works the same way.
-    let (ctx, guard) = Context::background().with_cancel();
-    guard.cancel_with_cause(Cause::msg("done"));
-    assert_eq!(futures::executor::block_on(ctx.done()), ctx.wait_done());
+    task_ends_it();
     assert!(
         started.elapsed() < Duration::from_secs(9),
         "took {:?}",

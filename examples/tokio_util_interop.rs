@@ -41,16 +41,33 @@ async fn context_drives_token() {
     );
     assert_eq!(request.err(), Some(Error::DeadlineExceeded));
     assert!(took >= Duration::from_millis(30) && took < Duration::from_secs(5));
-    drop(linked); // nothing left registered in `request`
+    assert!(linked.token().is_cancelled());
+
+    // A library call that returns first: dropping the guard cancels its token
+    // and removes its registration at once, while the request goes on.
+    let (request, _guard) = Context::background().with_timeout(Duration::from_secs(60));
+    let linked = request.cancellation_token();
+    let token = linked.token().clone();
+    let registered = request.child_count();
+    drop(linked);
+    println!(
+        "context -> token: guard dropped first: token canceled {}, registrations {registered} -> {}",
+        token.is_cancelled(),
+        request.child_count()
+    );
+    assert_eq!(registered, 1);
+    assert!(token.is_cancelled() && !request.is_done());
     assert_eq!(request.child_count(), 0);
 }
 
 async fn token_drives_context() {
     let shutdown = CancellationToken::new();
     let (server, _server_guard) = Context::background().with_cancellation_token(&shutdown);
+    let mut requests = Vec::new();
     let handlers: Vec<_> = (0..3)
         .map(|i| {
             let (ctx, guard) = server.with_timeout(Duration::from_secs(60));
+            requests.push(ctx.clone());
             tokio::spawn(async move {
                 let _guard = guard;
                 // Any cancelctx-aware work: here, a long sleep on the crate's timer.
@@ -61,7 +78,7 @@ async fn token_drives_context() {
         .collect();
     tokio::task::yield_now().await;
     shutdown.cancel(); // synchronous: every request context is done on return
-    assert!(server.is_done());
+    assert!(server.is_done() && requests.iter().all(Context::is_done));
     for handler in handlers {
         let (i, slept, by_token) = handler.await.unwrap();
         println!(

@@ -108,6 +108,10 @@ fn main() {
         finished > 0 && finished < JOBS,
         "the deadline, not the queue, ended the shift"
     );
+    assert!(
+        shifts.iter().any(|shift| shift.interrupted.is_some()),
+        "the deadline stopped jobs half-way, not only between jobs"
+    );
     for shift in &shifts {
         assert!(
             shift.stopped_at >= deadline,

@@ -159,7 +159,10 @@ pub(crate) async fn serve_demo_traffic(
     for handle in handles {
         responses.push(handle.await);
     }
-    // Requests 1-3 are answered; 4 is still waiting on its backend.
+    // Requests 1-3 are answered and their contexts released (checked while
+    // the server is live: its end would drain its children anyway); 4 is
+    // still waiting on its backend (once its task has started).
+    let live_requests = server.child_count();
     shutdown.cancel_with_cause(Cause::msg("server shutting down"));
     responses.push(last.await);
 
@@ -188,10 +191,9 @@ pub(crate) async fn serve_demo_traffic(
     assert!(backend.took >= Duration::from_millis(40) && backend.took < Duration::from_secs(5));
     assert_eq!(shut.result, Err(Error::Canceled));
     assert_eq!(shut.cause.as_deref(), Some("server shutting down"));
-    assert_eq!(
-        server.child_count(),
-        0,
-        "every request's context was released"
+    assert!(
+        live_requests <= 1,
+        "answered requests' contexts were released: {live_requests} left"
     );
     assert!(
         started.elapsed() < Duration::from_secs(9),
