@@ -19,11 +19,15 @@
 //!   from) taking iterations from a shared counter in chunks, like
 //!   `testing.PB`. The time is the wall time for all iterations, so ns/op is
 //!   comparable to Go's (Go also divides wall time by `b.N`).
-//! - `select { case <-ctx.Done(): default: }` polls a fresh `ctx.done()`
-//!   future once with a no-op waker ([`poll_done_once`]): the literal
-//!   port. The idiomatic Rust check, `ctx.is_done()` (an atomic load, plus a
-//!   per-thread count toward a clock read every 16 checks of a live context
-//!   with a deadline), is measured next to it under `ours/`.
+//! - `select { case <-ctx.Done(): default: }` on a LIVE context
+//!   (`ContextCancelDone`) is `ctx.is_done()`: Go's select-default only reads
+//!   whether the channel is closed and registers nothing, which is what
+//!   `is_done()` does (an atomic load, plus a per-thread count toward a clock
+//!   read every 16 checks of a live context with a deadline). Polling a
+//!   fresh `done()` future on a live context registers a waker, the work of
+//!   a blocking receive: `ours/done_poll/live/threads=2`. On a CANCELED
+//!   context (`CheckCanceled/Done`) the select receives, and the port polls
+//!   a fresh `done()` once with a no-op waker ([`poll_done_once`]).
 //! - A discarded Go cancel func (`root, _ = WithCancel(root)`) is a
 //!   `CancelGuard::detach()`: the child stays live until its parent ends,
 //!   as in Go. (`let (c, _) = ...` would cancel it at once instead.)

@@ -46,13 +46,23 @@ def criterion_dir(bench_id):
     return CRITERION / group / rest.replace("/", "_") if rest else CRITERION / group
 
 
+def estimates_path(bench_id, baseline="new"):
+    return criterion_dir(bench_id) / baseline / "estimates.json"
+
+
 def median_ns(bench_id, baseline="new"):
-    path = criterion_dir(bench_id) / baseline / "estimates.json"
     try:
-        with open(path) as f:
+        with open(estimates_path(bench_id, baseline)) as f:
             return json.load(f)["median"]["point_estimate"]
     except FileNotFoundError:
         return None
+
+
+# Both sides of a ratio must come from one session, Rust right before Go
+# (docs/benchmarks.md). A criterion result this much older or newer than the
+# Go output is from another run (e.g. a filtered rerun left the other rows'
+# `new` results from an earlier one).
+SAME_SESSION_S = 15 * 60
 
 
 def fmt_ns(ns):
@@ -105,8 +115,22 @@ def cmd_go(paths, baseline="new"):
         # The value lookups' misses are mostly the Bloom summary's work.
         ("without DeepValue*", {n: r for n, r in ratios.items() if not n.startswith("DeepValue")}),
     ]:
+        if not sel:
+            print(f"| {label} | 0 | – | – |")
+            continue
         worst = min(sel, key=sel.get)
         print(f"| {label} | {len(sel)} | {geomean(list(sel.values())):.2f} | {worst} ({sel[worst]:.2f}) |")
+    go_time = max(Path(p).stat().st_mtime for p in paths)
+    stale = [
+        n for n in ratios
+        if abs(estimates_path(n, baseline).stat().st_mtime - go_time) > SAME_SESSION_S
+    ]
+    if stale:
+        print(
+            f"\nWARNING: {len(stale)} criterion results are more than {SAME_SESSION_S // 60} min "
+            f"from the Go output's time, so not from the same session: {', '.join(stale)}",
+            file=sys.stderr,
+        )
     missing = [n for n in go if n not in ratios]
     if missing:
         print(f"\nno criterion result for: {', '.join(missing)}", file=sys.stderr)
