@@ -312,23 +312,26 @@ impl Context {
         }
     }
 
-    /// For the `tracing` hook: the nearest `named` link at or above this
-    /// context, found no further up than the nearest cancelable context.
-    /// `Err(node)` if the lookup reached a cancelable context first (whose
-    /// name is then this one's).
-    #[cfg(feature = "tracing")]
-    pub(crate) fn named_link_in_segment(&self) -> Result<Option<Context>, &Arc<CancelNode>> {
+    /// For the `tracing` hook and the registry's listing: the nearest
+    /// `named` link at or above this context, looked for no further up than
+    /// the nearest cancelable context on its chain (through `without_cancel`
+    /// links, unlike [`scope`](Context::scope)), and that cancelable context
+    /// (`None` at a root). Without a link here, this context's name is that
+    /// context's: walking one segment per context keeps a deep chain linear.
+    #[cfg(any(feature = "tracing", feature = "registry"))]
+    pub(crate) fn segment(&self) -> (Option<&Context>, Option<&Arc<CancelNode>>) {
+        let mut named = None;
         let mut ctx = self;
         loop {
             ctx = match &ctx.repr {
                 Repr::Link(link) => {
-                    if let LinkKind::Named = link.kind {
-                        return Ok(Some(ctx.clone()));
+                    if named.is_none() && matches!(link.kind, LinkKind::Named) {
+                        named = Some(ctx);
                     }
                     &link.parent
                 }
-                Repr::Cancel(node) => return Err(node),
-                Repr::Background | Repr::Todo => return Ok(None),
+                Repr::Cancel(node) => return (named, Some(node)),
+                Repr::Background | Repr::Todo => return (named, None),
             };
         }
     }
@@ -339,38 +342,11 @@ impl Context {
     pub(crate) fn named_link(&self) -> Option<Context> {
         let mut ctx = self;
         loop {
-            match ctx.named_link_in_segment() {
-                Ok(found) => return found,
-                Err(node) => ctx = &node.parent,
+            match ctx.segment() {
+                (Some(link), _) => return Some(link.clone()),
+                (None, Some(node)) => ctx = &node.parent,
+                (None, None) => return None,
             }
-        }
-    }
-
-    /// For the registry's listing: walking up from this context to the
-    /// nearest cancelable context on its chain (this one included, and
-    /// through `without_cancel` links, unlike [`scope`](Context::scope)),
-    /// the nearest name met on the way (`None` if none: the name is then
-    /// that context's, or none at a root), and that context. One segment
-    /// per call, so listing a deep chain is linear, not quadratic.
-    #[cfg(feature = "registry")]
-    pub(crate) fn segment(&self) -> (Option<Option<&str>>, Option<&Arc<CancelNode>>) {
-        let mut name = None;
-        let mut ctx = self;
-        loop {
-            ctx = match &ctx.repr {
-                Repr::Link(link) => {
-                    if name.is_none() {
-                        if let LinkKind::Named = link.kind {
-                            let named =
-                                (&link.value as &dyn Any).downcast_ref::<Cow<'static, str>>();
-                            name = Some(named.map(|n| &**n));
-                        }
-                    }
-                    &link.parent
-                }
-                Repr::Cancel(node) => return (name, Some(node)),
-                Repr::Background | Repr::Todo => return (Some(name.flatten()), None),
-            };
         }
     }
 

@@ -311,12 +311,11 @@ fn named_root(_: &CancelNode) -> Named {}
 #[cfg(feature = "tracing")]
 fn named_child(child: &CancelNode, parent: &Named) -> Named {
     let inherited = parent.as_ref()?;
-    Some(
-        child
-            .parent
-            .named_link_in_segment()
-            .unwrap_or_else(|_| inherited.clone()),
-    )
+    Some(match child.parent.segment() {
+        (Some(link), _) => Some(link.clone()),
+        (None, Some(_)) => inherited.clone(),
+        (None, None) => None,
+    })
 }
 
 #[cfg(not(feature = "tracing"))]

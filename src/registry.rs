@@ -165,7 +165,8 @@ fn snapshot_since(seq: u64) -> Snapshot {
     for n in &nodes {
         let (named, parent) = n.parent.segment();
         let name = match (named, parent) {
-            (Some(name), _) => name,
+            // A `named` link: its name is its own, found at once.
+            (Some(link), _) => link.name(),
             (None, Some(p)) => match names.get(&p.meta.seq) {
                 Some(name) => *name,
                 // Not listed (created after its shard was read): walk.
