@@ -222,10 +222,24 @@ impl std::fmt::Debug for Slots<'_> {
     }
 }
 
+/// Runs `f` (user code), catching its panic: `Some(payload)` if it panicked.
+pub(crate) fn caught(f: impl FnOnce()) -> Option<Payload> {
+    panic::catch_unwind(AssertUnwindSafe(f)).err()
+}
+
 /// Drops `value`, catching a panic from its `Drop`: `Some(payload)` if it
 /// panicked.
 pub(crate) fn drop_caught<T>(value: T) -> Option<Payload> {
-    panic::catch_unwind(AssertUnwindSafe(move || drop(value))).err()
+    caught(move || drop(value))
+}
+
+/// Keeps `payload` in `first` unless a panic is there already, in which case
+/// it is [`discard`]ed: the first panic is the one reported.
+pub(crate) fn keep_first(first: &mut Option<Payload>, payload: Payload) {
+    match first {
+        None => *first = Some(payload),
+        Some(_) => discard(payload),
+    }
 }
 
 /// Drops a payload nobody will see; one whose `Drop` panics again is leaked
@@ -243,10 +257,7 @@ pub(crate) fn drop_each<T>(values: impl IntoIterator<Item = T>) -> Option<Payloa
     let mut first = None;
     for value in values {
         if let Some(payload) = drop_caught(value) {
-            match first {
-                None => first = Some(payload),
-                Some(_) => discard(payload),
-            }
+            keep_first(&mut first, payload);
         }
     }
     first

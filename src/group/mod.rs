@@ -6,7 +6,6 @@ mod admission;
 mod members;
 mod scope;
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +15,10 @@ use std::task::{Context as TaskContext, Poll};
 use futures_core::future::FusedFuture;
 
 use self::admission::Shared;
-use self::members::{Outcome, Payload, Ready, Slots, discard, drop_caught, drop_each, panic_cause};
+use self::members::{
+    Outcome, Payload, Ready, Slots, caught, discard, drop_caught, drop_each, keep_first,
+    panic_cause,
+};
 pub use self::scope::GroupScope;
 use crate::context::Context;
 use crate::error::Cause;
@@ -179,7 +181,7 @@ pub struct Group<'a> {
     /// The indices to poll in one `Wait::poll`, kept for its allocation.
     batch: Vec<usize>,
     first_err: Option<Cause>,
-    panic: Option<Box<dyn Any + Send>>,
+    panic: Option<Payload>,
     /// A panic from a cancel (a waker it woke), resumed once the round that
     /// caught it has done its bookkeeping.
     resume: Option<Payload>,
@@ -359,10 +361,7 @@ impl<'a> Group<'a> {
             }
             Err(payload) => {
                 let cause = panic_cause("group member", &*payload);
-                match self.panic {
-                    None => self.panic = Some(payload),
-                    Some(_) => discard(payload),
-                }
+                keep_first(&mut self.panic, payload);
                 self.cancel_with_cause(cause);
             }
         }
@@ -372,14 +371,8 @@ impl<'a> Group<'a> {
     /// for the end of the round (`resume`).
     fn cancel_with_cause(&mut self, cause: Cause) {
         let guard = &self.shared.guard;
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            guard.cancel_with_cause(cause);
-        }));
-        if let Err(payload) = result {
-            match self.resume {
-                None => self.resume = Some(payload),
-                Some(_) => discard(payload),
-            }
+        if let Some(payload) = caught(|| guard.cancel_with_cause(cause)) {
+            keep_first(&mut self.resume, payload);
         }
     }
 
@@ -429,17 +422,11 @@ impl<'a> Group<'a> {
         let (admitted, queued) = self.shared.take_all(close);
         // Canceled before the members are dropped: their `Drop` sees it.
         let guard = &self.shared.guard;
-        let canceled =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guard.cancel())).err();
+        let mut panicked = caught(|| guard.cancel());
         self.shared.ready.reset();
-        let dropped = drop_each(running.into_iter().chain(admitted).chain(queued));
-        let panicked = match (canceled, dropped) {
-            (Some(first), Some(later)) => {
-                discard(later);
-                Some(first)
-            }
-            (first, later) => first.or(later),
-        };
+        if let Some(dropped) = drop_each(running.into_iter().chain(admitted).chain(queued)) {
+            keep_first(&mut panicked, dropped);
+        }
         if let Some(payload) = panicked {
             // Resumed only outside an unwinding (a `Wait` or group dropped by
             // one): a panic there would abort the process.
