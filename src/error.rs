@@ -275,7 +275,9 @@ impl From<Cause> for Box<dyn StdError + Send + Sync + 'static> {
     fn from(cause: Cause) -> Self {
         match cause.0 {
             Repr::Error(err) => Box::new(err),
-            Repr::Shared(_) => Box::new(Boxed(cause)),
+            // `Arc<E>` is an error that displays, formats and has the source
+            // of `E`, as the cause does.
+            Repr::Shared(err) => Box::new(err),
         }
     }
 }
@@ -295,27 +297,6 @@ impl From<Cause> for Box<dyn StdError + 'static> {
     fn from(cause: Cause) -> Self {
         let boxed: Box<dyn StdError + Send + Sync + 'static> = cause.into();
         boxed
-    }
-}
-
-/// The error a boxed [`Cause`] is: the cause, as an error.
-struct Boxed(Cause);
-
-impl fmt::Debug for Boxed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Display for Boxed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl StdError for Boxed {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.0.as_dyn().source()
     }
 }
 
