@@ -45,9 +45,10 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
-    /// The answer style of a request with `headers` and URI `query`.
-    pub(crate) fn of(headers: &HeaderMap, query: Option<&str>) -> Answer {
-        if Protocol::of(headers) == Protocol::Grpc {
+    /// The answer style of a request of `protocol` (`Protocol::of` its
+    /// headers) with `headers` and URI `query`.
+    pub(crate) fn of(protocol: Protocol, headers: &HeaderMap, query: Option<&str>) -> Answer {
+        if protocol == Protocol::Grpc {
             return Answer::Grpc;
         }
         let stream = headers.get_all(CONTENT_TYPE).iter().find(|value| {
@@ -240,20 +241,35 @@ mod tests {
     #[test]
     fn answer_follows_the_request() {
         let mut headers = HeaderMap::new();
-        assert_eq!(Answer::of(&headers, None), Answer::Http);
         assert_eq!(
-            Answer::of(&headers, Some("a=1&connect=v1")),
+            Answer::of(Protocol::of(&headers), &headers, None),
+            Answer::Http
+        );
+        assert_eq!(
+            Answer::of(Protocol::of(&headers), &headers, Some("a=1&connect=v1")),
             Answer::ConnectUnary
         );
-        assert_eq!(Answer::of(&headers, Some("connect=v10")), Answer::Http);
+        assert_eq!(
+            Answer::of(Protocol::of(&headers), &headers, Some("connect=v10")),
+            Answer::Http
+        );
         headers.insert(CONNECT_PROTOCOL_VERSION, HeaderValue::from_static("1"));
-        assert_eq!(Answer::of(&headers, None), Answer::ConnectUnary);
+        assert_eq!(
+            Answer::of(Protocol::of(&headers), &headers, None),
+            Answer::ConnectUnary
+        );
         let stream = HeaderValue::from_static("application/connect+json");
         headers.insert(CONTENT_TYPE, stream.clone());
-        assert_eq!(Answer::of(&headers, None), Answer::ConnectStream(stream));
+        assert_eq!(
+            Answer::of(Protocol::of(&headers), &headers, None),
+            Answer::ConnectStream(stream)
+        );
         // gRPC wins: a peer reading the request as gRPC reads the answer so.
         headers.append(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        assert_eq!(Answer::of(&headers, None), Answer::Grpc);
+        assert_eq!(
+            Answer::of(Protocol::of(&headers), &headers, None),
+            Answer::Grpc
+        );
     }
 
     #[test]

@@ -200,7 +200,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let protocol = Protocol::of(request.headers());
-        let answer = Answer::of(request.headers(), request.uri().query());
+        let answer = Answer::of(protocol, request.headers(), request.uri().query());
         let timeout = match self.config.timeout(protocol, request.headers()) {
             Ok(timeout) => timeout,
             Err(error) => return ServerFuture::answered(answer.malformed(&error)),
