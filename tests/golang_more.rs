@@ -53,6 +53,19 @@ fn assert_cause_is(ctx: &Context, name: &str, want: TestError) {
     );
 }
 
+/// Go's propagation checks on the child `ctx3`: `<-ctx3.Done()` returns
+/// (within `QUIESCENT`), `ctx3.Err()` is `Canceled`, `Cause(ctx3)` is `want`.
+#[track_caller]
+fn assert_child_canceled_with(ctx3: &Context, want: TestError) {
+    assert_eq!(
+        ctx3.wait_done_timeout(QUIESCENT),
+        Some(Error::Canceled),
+        "<-ctx3.Done()"
+    );
+    assert_eq!(ctx3.err(), Some(Error::Canceled), "child not canceled");
+    assert_cause_is(ctx3, "ctx3", want);
+}
+
 // ---------------------------------------------------------------------------
 // Allocation counting (Go: testing.AllocsPerRun)
 // ---------------------------------------------------------------------------
@@ -299,13 +312,7 @@ fn test_custom_context_propagation() {
 
     cancel1.cancel_with_cause(cause);
 
-    assert_eq!(
-        ctx3.wait_done_timeout(QUIESCENT),
-        Some(Error::Canceled),
-        "<-ctx3.Done()"
-    );
-    assert_eq!(ctx3.err(), Some(Error::Canceled), "child not canceled");
-    assert_cause_is(&ctx3, "ctx3", cause);
+    assert_child_canceled_with(&ctx3, cause);
     assert!(!bridge.stop(), "the bridge should have run");
 }
 
@@ -323,13 +330,7 @@ fn test_custom_context_propagation_wrapper() {
 
     // Built-in propagation is synchronous.
     assert!(ctx3.is_done(), "child not done once cancel1 returned");
-    assert_eq!(
-        ctx3.wait_done_timeout(QUIESCENT),
-        Some(Error::Canceled),
-        "<-ctx3.Done()"
-    );
-    assert_eq!(ctx3.err(), Some(Error::Canceled), "child not canceled");
-    assert_cause_is(&ctx3, "ctx3", cause);
+    assert_child_canceled_with(&ctx3, cause);
     assert_cause_is(&ctx2, "ctx2", cause);
 }
 
